@@ -1,0 +1,81 @@
+"""The TTS adapter interface and what every engine returns."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_WORD = re.compile(r"\S+")
+#: Phoneme symbols that separate or bracket words in Piper/espeak output.
+WORD_BREAK = " "
+SENTENCE_START = "^"
+SILENCE_SYMBOLS = frozenset("^$_")
+
+
+@dataclass
+class Synthesis:
+    """One text chunk rendered to speech. Positions are samples from the chunk start."""
+
+    pcm: np.ndarray  # int16, mono
+    sample_rate: int
+    phonemes: list[tuple[str, int, int]] = field(default_factory=list)  # (symbol, start, n_samples)
+    word_anchors: list[tuple[int, int]] = field(default_factory=list)  # (char_offset, start_sample)
+    render_ms: float = 0.0
+
+    @property
+    def duration_ms(self) -> float:
+        return 1000.0 * len(self.pcm) / self.sample_rate
+
+
+class TTSAdapter(ABC):
+    """An engine that turns a text chunk into PCM plus phoneme timing."""
+
+    name: str = ""
+    sample_rate: int = 0
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """The capability descriptor the orchestrator negotiates from."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load models (start-up, never on the hot path)."""
+
+    @abstractmethod
+    def synthesize(self, text: str) -> Synthesis:
+        """Render ``text``; safe to call from a worker thread."""
+
+    def warmup(self) -> None:
+        """Run once before READY so the first real request pays no first-call cost."""
+        self.synthesize("Hello there. This is a warm up.")
+
+    def cancel(self) -> None:
+        """Best-effort abort of a synthesis running in another thread."""
+
+
+def word_anchors(text: str, phonemes: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
+    """Map each written word's character offset to the sample where it is spoken.
+
+    Spoken words are delimited by the engine's word breaks and sentence starts. When
+    the engine expands text ("3.14" -> four words) the counts differ and written word
+    i maps to spoken word round(i * (S-1) / (W-1)): monotonic, exact at both ends.
+    """
+    written = [m.start() for m in _WORD.finditer(text) if any(c.isalnum() for c in m.group())]
+    spoken: list[int] = []
+    at_word_start = True
+    for symbol, start, _n in phonemes:
+        if symbol == WORD_BREAK or symbol in SILENCE_SYMBOLS:
+            at_word_start = True
+            continue
+        if at_word_start:
+            spoken.append(start)
+            at_word_start = False
+    if not written or not spoken:
+        return []
+    if len(written) == len(spoken):
+        return list(zip(written, spoken))
+    last_w, last_s = len(written) - 1, len(spoken) - 1
+    return [(w, spoken[round(i * last_s / last_w) if last_w else 0]) for i, w in enumerate(written)]

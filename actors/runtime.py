@@ -1,0 +1,248 @@
+"""What every actor process shares: its sockets, the timeline, heartbeats, the epoch,
+and the credit counters. Each actor's own file holds its one loop; this module keeps
+the plumbing out of it.
+
+Socket layout per actor (endpoints from the config):
+
+    inbox     PULL bind   data and credits addressed to this actor
+    system    SUB  conn   barge-in epochs and shutdown from the supervisor (polled first)
+    timeline  PUB  conn   TimelineEvent, to the supervisor's XSUB proxy
+    health    PUSH conn   Ready, Heartbeat, EpochRequest to the supervisor
+    peers     PUSH conn   one per downstream/upstream actor this one sends to
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from protocol import BargeIn, Credit, Heartbeat, Message, ProtocolError, Ready, Shutdown, TimelineEvent
+from protocol.transport import make_socket, recv, send
+
+from .config import from_env
+
+#: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
+DRAIN_LIMIT = 256
+
+
+def now_ns() -> int:
+    """CLOCK_MONOTONIC in ns: comparable across every process on the host."""
+    return time.monotonic_ns()
+
+
+class CreditLedger:
+    """Producer side of one credit link: how much we may still send this epoch."""
+
+    def __init__(self, link: str, unit: str):
+        self.link = link
+        self.unit = unit
+        self.epoch = 0
+        self.available = 0
+        self.depth = 0
+        self.playing = False
+        self.spent_total = 0
+
+    def on_credit(self, credit: Credit) -> None:
+        if credit.epoch > self.epoch:
+            self.epoch, self.available = credit.epoch, 0
+        if credit.epoch == self.epoch:
+            self.available += credit.amount
+            self.depth, self.playing = credit.depth, credit.playing
+
+    def enter_epoch(self, epoch: int) -> None:
+        if epoch > self.epoch:
+            self.epoch, self.available = epoch, 0
+
+    def can_send(self, cost: int) -> bool:
+        return self.available >= cost
+
+    def spend(self, cost: int) -> None:
+        if cost > self.available:
+            raise RuntimeError(f"{self.link}: sending {cost} {self.unit} with only {self.available} credit")
+        self.available -= cost
+        self.spent_total += cost
+
+
+class ActorContext:
+    """Sockets, identity and the shared helpers of one actor process."""
+
+    def __init__(self, name: str, config: dict | None = None):
+        self.name = name
+        self.config = config if config is not None else from_env()
+        self.log = logging.getLogger(f"personas.{name}")
+        self.endpoints = self.config["endpoints"]
+        linger = int(self.config["supervisor"]["linger_ms"])
+        self.zmq = zmq.Context()
+        self._linger = linger
+        self.inbox = self.socket(zmq.PULL, hwm=10_000)
+        self.inbox.bind(self.endpoints[name])
+        self.system = self.socket(zmq.SUB)
+        self.system.setsockopt(zmq.SUBSCRIBE, b"")
+        self.system.connect(self.endpoints["system"])
+        self.timeline = self.socket(zmq.PUB, hwm=100_000)
+        self.timeline.connect(self.endpoints["timeline_in"])
+        self.health = self.socket(zmq.PUSH, hwm=100)
+        self.health.connect(self.endpoints["health"])
+        self.peers: dict[str, zmq.Socket] = {}
+        self.epoch = int(os.environ.get("PERSONAS_EPOCH", "0"))  # a restarted actor joins the current epoch
+        self.running = True
+        self.heartbeat_s = float(self.config["supervisor"]["heartbeat_s"])
+        self._beat_seq = 0
+        self._next_beat = 0.0
+        self._parent = os.getppid()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        _die_with_parent()
+
+    # -- sockets -------------------------------------------------------------------------
+    def socket(self, kind: int, **kwargs: Any) -> zmq.Socket:
+        kwargs.setdefault("linger_ms", self._linger)
+        return make_socket(self.zmq, kind, **kwargs)
+
+    def peer(self, name: str, hwm: int = 1000) -> zmq.Socket:
+        """PUSH socket to another actor's inbox (created once)."""
+        if name not in self.peers:
+            sock = self.socket(zmq.PUSH, hwm=hwm)
+            sock.connect(self.endpoints[name])
+            self.peers[name] = sock
+        return self.peers[name]
+
+    def send_to(self, name: str, msg: Message) -> bool:
+        """Non-blocking send to a peer; False (and a timeline error) if its queue is full."""
+        try:
+            send(self.peer(name), msg, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.error("send", "peer_full", f"{name} is not reading; {msg.TYPE} dropped")
+            return False
+
+    def grant(self, producer: str, link: str, amount: int, unit: str, depth: int = 0, playing: bool = False) -> None:
+        if amount > 0 or depth >= 0:
+            self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
+
+    def drain(self, sock: zmq.Socket, limit: int = DRAIN_LIMIT):
+        """Yield decoded messages waiting on ``sock``; bad ones become error events."""
+        for _ in range(limit):
+            try:
+                yield recv(sock, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                self.error("decode", exc.code, exc.detail, surface="zmq")
+
+    # -- system channel ------------------------------------------------------------------
+    def system_messages(self) -> list[Message]:
+        return [m for m in self.drain(self.system) if isinstance(m, (BargeIn, Shutdown))]
+
+    def adopt_epoch(self, epoch: int, cause: str) -> bool:
+        """Move to a newer epoch; True if it changed. Acknowledged on the timeline."""
+        if epoch <= self.epoch:
+            return False
+        previous, self.epoch = self.epoch, epoch
+        self.emit("barge_in", data={"ack": True, "from_epoch": previous, "cause": cause})
+        return True
+
+    # -- timeline, health ----------------------------------------------------------------
+    def emit(
+        self,
+        stage: str,
+        result: str = "ok",
+        *,
+        duration_ms: float = 0.0,
+        surface: str = "",
+        utterance_id: int = -1,
+        chunk_id: int = -1,
+        frame: int = -1,
+        epoch: int | None = None,
+        data: dict | None = None,
+        ts_ns: int | None = None,
+    ) -> None:
+        event = TimelineEvent(
+            stage=stage,
+            actor=self.name,
+            result=result,
+            ts_ns=now_ns() if ts_ns is None else ts_ns,
+            duration_ms=float(duration_ms),
+            surface=surface,
+            epoch=self.epoch if epoch is None else epoch,
+            utterance_id=utterance_id,
+            chunk_id=chunk_id,
+            frame=frame,
+            data=data or {},
+        )
+        try:
+            send(self.timeline, event, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks the hot path; a lost event is preferable to a stall
+
+    def error(self, stage: str, code: str, detail: str, *, surface: str = "", **ids: Any) -> None:
+        self.log.warning("%s: %s: %s", stage, code, detail)
+        self.emit(stage, "error", surface=surface, data={"code": code, "detail": detail[:500]}, **ids)
+
+    def ready(self, info: dict) -> None:
+        send(self.health, Ready(actor=self.name, pid=os.getpid(), info=info))
+        self.emit("ready", data=info)
+        self.log.info("ready")
+
+    def request(self, msg: Message) -> None:
+        try:
+            send(self.health, msg, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.error("request", "supervisor_unreachable", f"{msg.TYPE} not sent")
+
+    def heartbeat(self, stats: dict) -> None:
+        """Call every loop turn: beats when due, exits if the supervisor has gone."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self.heartbeat_s
+        if os.getppid() != self._parent:
+            self.log.error("supervisor is gone; exiting")
+            self.running = False
+            return
+        self._beat_seq += 1
+        try:
+            send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch, stats=stats), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        self.emit("heartbeat", data=stats)
+
+    def poll_timeout_ms(self, *deadlines: float) -> int:
+        """Milliseconds until the nearest of the given monotonic deadlines or the next beat."""
+        nearest = min((self._next_beat, *deadlines))
+        return max(0, min(1000, int((nearest - time.monotonic()) * 1000) + 1))
+
+    def close(self) -> None:
+        for sock in [self.inbox, self.system, self.timeline, self.health, *self.peers.values()]:
+            sock.close()
+        self.zmq.term()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.log.info("signal %d: stopping", signum)
+        self.running = False
+
+
+def setup_logging(name: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("PERSONAS_LOG", "INFO"),
+        stream=sys.stderr,
+        format=f"%(asctime)s {name:>8} %(levelname)s %(message)s",
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the supervisor dies, so no actor is ever orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass

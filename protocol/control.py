@@ -1,0 +1,40 @@
+"""Control family: the system broadcast channel (barge-in epochs, shutdown) and the
+requests actors send to the supervisor. System messages skip ahead of data: every actor
+polls its system socket before its inbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .envelope import Message, register
+
+
+@register
+@dataclass(frozen=True)
+class BargeIn(Message):
+    """Everything older than ``epoch`` is stale: drop it now."""
+
+    TYPE = "barge_in"
+    epoch: int
+    reason: str = ""
+    issued_at_ns: int = 0
+
+
+@register
+@dataclass(frozen=True)
+class EpochRequest(Message):
+    """An actor asks the supervisor to start a new epoch (e.g. ingress barge-in)."""
+
+    TYPE = "epoch_request"
+    source: str
+    reason: str
+    requested_at_ns: int = 0
+
+
+@register
+@dataclass(frozen=True)
+class Shutdown(Message):
+    """Finish the current frame, flush sinks, exit."""
+
+    TYPE = "shutdown"
+    reason: str = ""

@@ -1,0 +1,35 @@
+"""Flow family: credit-based backpressure (ZeroMQ Guide, chapter 7).
+
+A consumer grants credit to its producer in media units; the producer never sends
+without it. Credit is scoped to an epoch: after a barge-in or restart everyone starts
+the new epoch at zero and consumers re-grant their windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .envelope import Message, ProtocolError, register
+
+CREDIT_UNITS = ("chunks", "ms", "frames")
+
+
+@register
+@dataclass(frozen=True)
+class Credit(Message):
+    """``amount`` more units may be sent on ``link``. ``depth`` reports what the consumer
+    and everything below it holds (frames for the video links, ms for audio)."""
+
+    TYPE = "credit"
+    link: str
+    epoch: int
+    amount: int
+    unit: str
+    depth: int = 0
+    playing: bool = False
+
+    def validate(self) -> None:
+        if self.unit not in CREDIT_UNITS:
+            raise ProtocolError("malformed", f"credit unit {self.unit!r}")
+        if self.amount < 0:
+            raise ProtocolError("malformed", "credit amount must be >= 0")

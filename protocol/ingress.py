@@ -1,0 +1,74 @@
+"""Ingress family: what any program may send to the parser's PULL socket.
+
+One single-frame ZMQ message per item:
+
+* valid UTF-8 text (not starting with a msgpack map marker) -> one token;
+* a msgpack map -> a control message: ``{"type": "token", "text": str}``,
+  ``{"type": "end"}`` or ``{"type": "barge_in"}``.
+
+A frame whose first byte is a msgpack map marker is tried as msgpack first and falls
+back to UTF-8 (a map marker is never a valid UTF-8 start byte except 0xDE/0xDF, whose
+text forms cannot unpack as a sane map). Everything else is a ProtocolError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .envelope import ProtocolError, unpack_header
+from .limits import INGRESS_MAX_BYTES
+
+_MAP_MARKERS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+
+
+@dataclass(frozen=True)
+class IngressToken:
+    text: str
+
+
+@dataclass(frozen=True)
+class IngressEnd:
+    """End of the LLM turn: flush what is buffered as the last chunk."""
+
+
+@dataclass(frozen=True)
+class IngressBargeIn:
+    """The user interrupted: stop speaking now."""
+
+
+IngressItem = IngressToken | IngressEnd | IngressBargeIn
+
+
+def parse_ingress(frames: list[bytes]) -> IngressItem:
+    if len(frames) != 1:
+        raise ProtocolError("malformed", f"ingress messages are single-frame, got {len(frames)} frames")
+    raw = frames[0]
+    if len(raw) > INGRESS_MAX_BYTES:
+        raise ProtocolError("oversized", f"ingress frame of {len(raw)} bytes, limit {INGRESS_MAX_BYTES}")
+    if raw and raw[0] in _MAP_MARKERS:
+        try:
+            header = unpack_header(raw)
+        except ProtocolError as error:
+            try:
+                return IngressToken(bytes(raw).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise error from None
+        return _control(header)
+    try:
+        return IngressToken(bytes(raw).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("malformed", f"ingress frame is neither UTF-8 text nor a msgpack map ({exc.reason} at byte {exc.start})") from None
+
+
+def _control(header: dict) -> IngressItem:
+    kind = header.get("type")
+    if kind == "token":
+        text = header.get("text")
+        if not isinstance(text, str):
+            raise ProtocolError("malformed", "token message needs a string 'text'")
+        return IngressToken(text)
+    if kind == "end":
+        return IngressEnd()
+    if kind == "barge_in":
+        return IngressBargeIn()
+    raise ProtocolError("unknown_type", f"unknown ingress message type {kind!r}")

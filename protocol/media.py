@@ -1,0 +1,90 @@
+"""Media family: audio spans pinned to frame slots, and finished A/V packets.
+
+Frame ``k`` covers samples ``[k*sr//fps, (k+1)*sr//fps)`` of the one audio timeline
+the stitcher owns; that mapping is the system's only clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .envelope import Buffer, Message, ProtocolError, register
+
+FRAME_KINDS = ("speech", "fill")
+
+
+def frame_start_sample(frame_index: int, sample_rate: int, fps: int) -> int:
+    """First sample of frame ``frame_index`` on the audio clock."""
+    return frame_index * sample_rate // fps
+
+
+@register
+@dataclass(frozen=True)
+class AudioSpan(Message):
+    """Stitched audio for frames ``[first_frame, first_frame + n_frames)``.
+
+    ``phonemes`` are ``(symbol, start_sample, n_samples)`` on the global clock;
+    ``chunk_starts`` are ``(sequence_id, start_sample, word_anchors)`` for chunks whose
+    audio begins in this span, anchors as ``(char_offset, start_sample)`` (global).
+    """
+
+    TYPE = "audio_span"
+    PAYLOADS = ("pcm",)
+    epoch: int
+    first_frame: int
+    n_frames: int
+    sample_rate: int
+    fps: int
+    kind: str
+    utterance_id: int = -1
+    sequence_id: int = -1
+    final: bool = False
+    phonemes: tuple = ()
+    chunk_starts: tuple = ()
+    provenance: dict | None = None
+    pcm: Buffer = b""
+
+    def validate(self) -> None:
+        if self.kind not in FRAME_KINDS:
+            raise ProtocolError("malformed", f"audio_span kind {self.kind!r}")
+        if self.n_frames <= 0 or self.fps <= 0 or self.sample_rate <= 0:
+            raise ProtocolError("malformed", "audio_span needs positive n_frames, fps and sample_rate")
+        start = frame_start_sample(self.first_frame, self.sample_rate, self.fps)
+        end = frame_start_sample(self.first_frame + self.n_frames, self.sample_rate, self.fps)
+        if len(self.pcm) != 2 * (end - start):
+            raise ProtocolError("malformed", f"audio_span pcm is {len(self.pcm)} bytes, frames need {2 * (end - start)}")
+
+
+@register
+@dataclass(frozen=True)
+class AVPacket(Message):
+    """One presented unit: a rendered RGB frame and the audio that plays under it."""
+
+    TYPE = "av_packet"
+    PAYLOADS = ("pixels", "pcm")
+    epoch: int
+    frame_index: int
+    sample_rate: int
+    fps: int
+    width: int
+    height: int
+    kind: str
+    utterance_id: int = -1
+    sequence_id: int = -1
+    final: bool = False
+    provenance: dict | None = None
+    pixels: Buffer = b""
+    pcm: Buffer = b""
+
+    @property
+    def pts_sample(self) -> int:
+        return frame_start_sample(self.frame_index, self.sample_rate, self.fps)
+
+    def validate(self) -> None:
+        if self.kind not in FRAME_KINDS:
+            raise ProtocolError("malformed", f"av_packet kind {self.kind!r}")
+        if len(self.pixels) != self.width * self.height * 3:
+            raise ProtocolError("malformed", f"av_packet pixels are {len(self.pixels)} bytes for {self.width}x{self.height} RGB")
+        n = frame_start_sample(self.frame_index + 1, self.sample_rate, self.fps) - self.pts_sample
+        if len(self.pcm) != 2 * n:
+            raise ProtocolError("malformed", f"av_packet pcm is {len(self.pcm)} bytes, frame needs {2 * n}")

@@ -1,0 +1,39 @@
+"""Socket construction with the limits every socket must carry."""
+
+from __future__ import annotations
+
+import zmq
+
+from .envelope import Message, decode, encode
+from .limits import SOCKET_MAX_BYTES
+
+
+def make_socket(
+    context: zmq.Context,
+    kind: int,
+    *,
+    max_bytes: int = SOCKET_MAX_BYTES,
+    hwm: int = 1000,
+    linger_ms: int = 200,
+) -> zmq.Socket:
+    """A socket with ZMQ_MAXMSGSIZE, bounded high-water marks and bounded LINGER.
+
+    HWMs are a safety net behind credit-based flow control, never the mechanism.
+    """
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    return sock
+
+
+def send(sock: zmq.Socket, msg: Message, *, flags: int = 0) -> None:
+    """Send a message; payload frames go zero-copy when they are large."""
+    frames = encode(msg)
+    sock.send_multipart(frames, flags=flags, copy=not msg.PAYLOADS)
+
+
+def recv(sock: zmq.Socket, *, flags: int = 0) -> Message:
+    """Receive and decode one message (raises ProtocolError for bad input)."""
+    return decode(sock.recv_multipart(flags=flags, copy=False))

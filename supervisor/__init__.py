@@ -1,0 +1,1 @@
+"""The supervisor (arbiter, control endpoint, timeline proxy) and the command-line tools."""

@@ -1,0 +1,392 @@
+"""The arbiter: launches the five actors, watches them, restarts them, stops them.
+
+Sockets it binds (endpoints from the config):
+
+    timeline_in  XSUB  actors publish timeline events here ...
+    timeline     XPUB  ... and subscribers read them here (a proxy thread joins the two)
+    system       PUB   barge-in epochs and shutdown, to every actor
+    health       PULL  READY, heartbeats and epoch requests from actors
+    control      ROUTER  commands from `personas-supervisor` and other clients
+
+Liveness: actors beat every ``heartbeat_s`` from their main loop; ``liveness`` missed
+beats (or a dead process) means restart. A restart starts a new epoch first, so work in
+flight is dropped everywhere and every credit window is re-granted from scratch. More
+than ``max_restarts`` within ``restart_window_s`` stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgpack
+import psutil
+import zmq
+
+from actors import ACTOR_NAMES
+from actors.config import ENV_VAR, to_env
+from protocol import BargeIn, EpochRequest, Heartbeat, ProtocolError, Ready, Shutdown, TimelineEvent, decode
+from protocol.envelope import unpack_header
+from protocol.transport import make_socket, send
+
+from . import control
+
+LOG = logging.getLogger("personas.supervisor")
+#: How often an unacknowledged barge-in is re-broadcast (PUB may drop).
+BARGE_RESEND_S = 0.1
+BARGE_GIVE_UP_S = 3.0
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+@dataclass
+class Watcher:
+    """One actor process and what we know about it."""
+
+    name: str
+    proc: subprocess.Popen | None = None
+    state: str = "stopped"  # starting | ready | stopping | stopped | failed
+    started_at: float = 0.0
+    last_beat: float = 0.0
+    info: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    restarts: deque = field(default_factory=deque)
+    ps: psutil.Process | None = None
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+class Arbiter:
+    def __init__(self, config: dict, *, config_source: str = "default"):
+        self.config = config
+        self.config_source = config_source
+        self.endpoints = config["endpoints"]
+        sup = config["supervisor"]
+        self.heartbeat_s = float(sup["heartbeat_s"])
+        self.liveness = int(sup["liveness"])
+        self.max_restarts = int(sup["max_restarts"])
+        self.restart_window_s = float(sup["restart_window_s"])
+        self.ready_timeout_s = float(sup["ready_timeout_s"])
+        self.stop_timeout_s = float(sup["stop_timeout_s"])
+        self.linger = int(sup["linger_ms"])
+        self.watchers = {name: Watcher(name) for name in ACTOR_NAMES}
+        self.epoch = 0
+        self.state = "starting"
+        self.started_at = time.monotonic()
+        self.stop_reason = ""
+        self.exit_code = 0
+        self._awaiting_ack: set[str] = set()  # actors yet to acknowledge the current epoch
+        self._barge_issued_ns = 0
+        self._barge_first_sent = self._barge_sent_at = 0.0
+        self._barge_reason = ""
+        self.ctx = zmq.Context()
+        self._bind()
+
+    # -- sockets -------------------------------------------------------------------------------
+    def _socket(self, kind: int, **kw) -> zmq.Socket:
+        kw.setdefault("linger_ms", self.linger)
+        return make_socket(self.ctx, kind, **kw)
+
+    def _bind(self) -> None:
+        self.control = self._socket(zmq.ROUTER)
+        try:
+            self.control.bind(self.endpoints["control"])
+        except zmq.ZMQError as exc:
+            self.control.close()
+            raise StartupError(f"cannot bind control endpoint {self.endpoints['control']} ({exc}): "
+                               "is another supervisor running? try `personas-supervisor status`") from None
+        self.system = self._socket(zmq.PUB, hwm=10_000)
+        self.system.bind(self.endpoints["system"])
+        self.health = self._socket(zmq.PULL, hwm=10_000)
+        self.health.bind(self.endpoints["health"])
+        self.timeline = self._socket(zmq.PUB, hwm=10_000)  # the supervisor's own events
+        self.timeline.connect(self.endpoints["timeline_in"])
+        self.acks = self._socket(zmq.SUB, hwm=100_000)
+        self.acks.setsockopt(zmq.SUBSCRIBE, b"")
+        self.acks.connect("inproc://timeline-capture")
+        self._proxy_control = self.ctx.socket(zmq.PAIR)
+        self._proxy_control.bind("inproc://timeline-proxy-control")
+        ready = threading.Event()
+        self._proxy = threading.Thread(target=self._timeline_proxy, args=(ready,), name="timeline-proxy", daemon=True)
+        self._proxy.start()
+        if not ready.wait(5):
+            raise StartupError("timeline proxy did not start")
+
+    def _timeline_proxy(self, ready: threading.Event) -> None:
+        """XSUB (actors) <-> XPUB (subscribers), with a capture copy for barge-in acks."""
+        frontend = self._socket(zmq.XSUB, hwm=100_000)
+        backend = self._socket(zmq.XPUB, hwm=100_000)
+        capture = self._socket(zmq.PUB, hwm=100_000)
+        control_sock = self.ctx.socket(zmq.PAIR)
+        try:
+            frontend.bind(self.endpoints["timeline_in"])
+            backend.bind(self.endpoints["timeline"])
+            capture.bind("inproc://timeline-capture")
+            control_sock.connect("inproc://timeline-proxy-control")
+        except zmq.ZMQError as exc:
+            LOG.error("timeline proxy cannot bind: %s", exc)
+            return
+        ready.set()
+        try:
+            zmq.proxy_steerable(frontend, backend, capture, control_sock)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for sock in (frontend, backend, capture, control_sock):
+                sock.close(linger=0)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start everything, supervise until asked to stop, stop everything. Returns exit code."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            for watcher in self.watchers.values():
+                self._spawn(watcher)
+            self._emit("supervisor_start", data={"config": self.config_source, "actors": list(self.watchers)})
+            self._loop(stop)
+        finally:
+            self._stop_all()
+        return self.exit_code
+
+    def _loop(self, stop: threading.Event) -> None:
+        poller = zmq.Poller()
+        poller.register(self.health, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.acks, zmq.POLLIN)
+        next_check = time.monotonic()
+        while not stop.is_set() and self.state not in ("stopping", "failed"):
+            events = dict(poller.poll(50))
+            if self.health in events:
+                self._drain_health()
+            if self.acks in events:
+                self._drain_acks()
+            if self.control in events:
+                self._drain_control()
+            now = time.monotonic()
+            if self._awaiting_ack and now - self._barge_sent_at >= BARGE_RESEND_S:
+                self._resend_barge_in(now)
+            if now >= next_check:
+                next_check = now + 0.25
+                self._check_actors(now)
+        if stop.is_set() and not self.stop_reason:
+            self.stop_reason = "signal"
+
+    def _spawn(self, watcher: Watcher) -> None:
+        env = dict(os.environ)
+        env[ENV_VAR] = to_env(self.config)
+        env["PERSONAS_EPOCH"] = str(self.epoch)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        watcher.proc = subprocess.Popen([sys.executable, "-m", "actors", watcher.name], env=env)
+        watcher.ps = psutil.Process(watcher.proc.pid)
+        watcher.state = "starting"
+        watcher.started_at = watcher.last_beat = time.monotonic()
+        watcher.info, watcher.stats = {}, {}
+        LOG.info("started %s (pid %d)", watcher.name, watcher.proc.pid)
+        self._emit("actor_start", data={"actor": watcher.name, "pid": watcher.proc.pid})
+
+    def _check_actors(self, now: float) -> None:
+        for watcher in self.watchers.values():
+            if watcher.proc is None:
+                continue
+            code = watcher.proc.poll()
+            if code is not None:
+                self._restart(watcher, f"exited with code {code}")
+            elif watcher.state == "ready" and now - watcher.last_beat > self.liveness * self.heartbeat_s:
+                self._restart(watcher, f"no heartbeat for {now - watcher.last_beat:.1f}s")
+            elif watcher.state == "starting" and now - watcher.started_at > self.ready_timeout_s:
+                self._restart(watcher, f"not ready after {self.ready_timeout_s:.0f}s")
+            if self.state in ("stopping", "failed"):
+                return
+            try:
+                watcher.cpu_percent = watcher.ps.cpu_percent(None) if watcher.ps else 0.0
+                watcher.rss_bytes = watcher.ps.memory_info().rss if watcher.ps else 0
+            except psutil.Error:
+                pass
+        if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
+            self.state = "running"
+            LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
+            self._emit("supervisor_ready", data={"startup_s": round(now - self.started_at, 2)})
+
+    def _restart(self, watcher: Watcher, why: str) -> None:
+        now = time.monotonic()
+        while watcher.restarts and now - watcher.restarts[0] > self.restart_window_s:
+            watcher.restarts.popleft()
+        LOG.warning("%s %s", watcher.name, why)
+        self._emit("actor_failed", "error", data={"actor": watcher.name, "why": why, "pid": watcher.pid})
+        _kill_tree(watcher.proc, 0)
+        if len(watcher.restarts) >= self.max_restarts:
+            self.stop_reason = (f"{watcher.name} failed {len(watcher.restarts) + 1} times within "
+                                f"{self.restart_window_s:.0f}s (last: {why}); stopping")
+            LOG.error(self.stop_reason)
+            watcher.state = "failed"
+            self.state = "failed"
+            self.exit_code = 1
+            return
+        watcher.restarts.append(now)
+        # New epoch first: whatever was in flight is stale, and credit starts over everywhere.
+        self.new_epoch(f"restart:{watcher.name}")
+        self._spawn(watcher)
+        if self.state == "running":
+            self.state = "starting"
+
+    def _stop_all(self) -> None:
+        self.state = "stopping" if self.state != "failed" else "failed"
+        try:
+            send(self.system, Shutdown(reason=self.stop_reason or "stop"))
+        except zmq.ZMQError:
+            pass
+        self._emit("supervisor_stop", data={"reason": self.stop_reason or "stop"})
+        procs = [w.proc for w in self.watchers.values() if w.proc and w.proc.poll() is None]
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.stop_timeout_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                LOG.warning("pid %d ignored SIGTERM; killing", proc.pid)
+                _kill_tree(proc, 0)
+        for watcher in self.watchers.values():
+            if watcher.state != "failed":
+                watcher.state = "stopped"
+        time.sleep(0.05)  # let the last timeline events through the proxy
+        self._proxy_control.send(b"TERMINATE")
+        self._proxy.join(2)
+        for sock in (self.control, self.system, self.health, self.timeline, self.acks, self._proxy_control):
+            sock.close()
+        self.ctx.term()
+        LOG.info("stopped (%s)", self.stop_reason or "stop")
+
+    # -- epochs ------------------------------------------------------------------------------------
+    def new_epoch(self, reason: str) -> int:
+        """Broadcast a new epoch; re-sent every BARGE_RESEND_S until every ready actor acks."""
+        self.epoch += 1
+        now = time.monotonic()
+        self._awaiting_ack = {name for name, w in self.watchers.items() if w.state == "ready"}
+        self._barge_issued_ns = time.monotonic_ns()
+        self._barge_first_sent = self._barge_sent_at = now
+        self._barge_reason = reason
+        send(self.system, BargeIn(epoch=self.epoch, reason=reason, issued_at_ns=self._barge_issued_ns))
+        self._emit("epoch", data={"epoch": self.epoch, "reason": reason, "awaiting": sorted(self._awaiting_ack)})
+        return self.epoch
+
+    def _resend_barge_in(self, now: float) -> None:
+        if now - self._barge_first_sent > BARGE_GIVE_UP_S:
+            self._emit("barge_in", "error", data={"epoch": self.epoch, "unacknowledged": sorted(self._awaiting_ack)})
+            self._awaiting_ack.clear()
+            return
+        self._barge_sent_at = now
+        send(self.system, BargeIn(epoch=self.epoch, reason=self._barge_reason, issued_at_ns=self._barge_issued_ns))
+
+    def _drain_acks(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.acks.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not self._awaiting_ack:
+                continue
+            try:
+                header = unpack_header(frames[0])
+            except ProtocolError:
+                continue
+            if header.get("stage") == "barge_in" and header.get("epoch") == self.epoch:
+                actor = header.get("actor")
+                if actor in self._awaiting_ack:
+                    self._awaiting_ack.discard(actor)
+                if not self._awaiting_ack:
+                    self._emit("barge_in", data={"epoch": self.epoch, "all_acknowledged_ms":
+                                                 round((time.monotonic_ns() - self._barge_issued_ns) / 1e6, 2)})
+
+    # -- health channel ------------------------------------------------------------------------------
+    def _drain_health(self) -> None:
+        for _ in range(1000):
+            try:
+                msg = decode(self.health.recv_multipart(flags=zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                LOG.warning("bad health message: %s", exc)
+                continue
+            watcher = self.watchers.get(getattr(msg, "actor", ""))
+            if isinstance(msg, Ready) and watcher and msg.pid == watcher.pid:
+                watcher.state, watcher.info, watcher.last_beat = "ready", msg.info, time.monotonic()
+                LOG.info("%s ready (%.1fs)", watcher.name, time.monotonic() - watcher.started_at)
+            elif isinstance(msg, Heartbeat) and watcher and msg.pid == watcher.pid:
+                watcher.last_beat, watcher.stats = time.monotonic(), msg.stats
+            elif isinstance(msg, EpochRequest):
+                self.new_epoch(f"{msg.source}: {msg.reason}")
+
+    # -- control endpoint ----------------------------------------------------------------------------
+    def _drain_control(self) -> None:
+        for _ in range(100):
+            try:
+                identity, *rest = self.control.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # REQ clients put an empty delimiter frame before the body.
+            body = rest[-1] if rest else b""
+            reply = control.handle(self, body)
+            self.control.send_multipart([identity, b"", msgpack.packb(reply, use_bin_type=True)])
+
+    # -- views ---------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        now = time.monotonic()
+        return {
+            "supervisor": {"pid": os.getpid(), "state": self.state, "epoch": self.epoch,
+                           "uptime_s": round(now - self.started_at, 1), "config": self.config_source,
+                           "endpoints": {k: self.endpoints[k] for k in ("ingress", "timeline", "control", "av_out")}},
+            "actors": {
+                name: {"pid": w.pid, "state": w.state, "cpu_percent": round(w.cpu_percent, 1),
+                       "rss_mb": round(w.rss_bytes / 2**20, 1), "restarts": len(w.restarts),
+                       "last_beat_s": round(now - w.last_beat, 2) if w.last_beat else None, "stats": w.stats}
+                for name, w in self.watchers.items()
+            },
+        }
+
+    def _emit(self, stage: str, result: str = "ok", data: dict | None = None) -> None:
+        event = TimelineEvent(stage=stage, actor="supervisor", result=result, ts_ns=time.monotonic_ns(),
+                              epoch=self.epoch, data=data or {})
+        try:
+            send(self.timeline, event, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.state = "stopping"
+
+
+def _kill_tree(proc: subprocess.Popen | None, _grace: float) -> None:
+    """SIGKILL a process and all its descendants (no orphans)."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        parent = psutil.Process(proc.pid)
+        for child in parent.children(recursive=True):
+            child.kill()
+        parent.kill()
+    except psutil.NoSuchProcess:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass

@@ -1,0 +1,140 @@
+"""`personas-supervisor`: up, down, status, actors, barge-in."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from actors.config import ConfigError, load_config
+
+from .control import ControlClient
+
+OPTION_CONFIG = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML file over configs/default.toml")
+OPTION_SET = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+
+
+def resolve_config(config_path: str | None, overrides: tuple[str, ...]) -> dict:
+    try:
+        return load_config(config_path, overrides)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(f"config: {exc}") from None
+
+
+@click.group(help="Run and inspect the Personas actor system.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Start the five actors in the foreground; Ctrl-C or `down` stops them.")
+@OPTION_CONFIG
+@OPTION_SET
+@click.option("--record", type=click.Path(dir_okay=False), help="record presented A/V to this MP4 (H.264 + AAC)")
+def up(config_path, overrides, record) -> None:
+    import logging
+
+    from actors.runtime import setup_logging
+
+    from .arbiter import Arbiter, StartupError
+
+    config = resolve_config(config_path, overrides)
+    if record:
+        config["player"]["record"] = record
+    setup_logging("super")
+    logging.getLogger("personas.supervisor").info(
+        "starting parser, tts, stitcher, driver, player; ingress %s, timeline %s, control %s",
+        config["endpoints"]["ingress"], config["endpoints"]["timeline"], config["endpoints"]["control"])
+    try:
+        arbiter = Arbiter(config, config_source=config_path or "default")
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+    code = arbiter.run()
+    if arbiter.stop_reason and code:
+        click.echo(f"personas-supervisor: {arbiter.stop_reason}", err=True)
+    sys.exit(code)
+
+
+@main.command(help="Stop a running supervisor and all its actors.")
+@OPTION_CONFIG
+@OPTION_SET
+@click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for everything to exit")
+def down(config_path, overrides, timeout) -> None:
+    import psutil
+
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    client = ControlClient(endpoint)
+    status_reply = client.call("status")
+    if status_reply is None or client.call("down") is None:
+        raise click.ClickException(f"no supervisor answering at {endpoint}")
+    pids = [status_reply["supervisor"]["pid"]] + [a["pid"] for a in status_reply["actors"].values() if a["pid"]]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_running(pid) for pid in pids):
+            click.echo("stopped")
+            return
+        time.sleep(0.1)
+    raise click.ClickException(f"still running after {timeout:.0f}s: pids {[p for p in pids if psutil.pid_exists(p)]}")
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@main.command(help="Per actor: pid, state, cpu, RSS, queues. Exit 1 unless all actors are ready.")
+@OPTION_CONFIG
+@OPTION_SET
+@click.option("--json", "as_json", is_flag=True, help="print the raw status map")
+def status(config_path, overrides, as_json) -> None:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    reply = ControlClient(endpoint).call("status")
+    if reply is None:
+        click.echo(f"no supervisor running at {endpoint}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    else:
+        click.echo(format_status(reply))
+    ready = reply["supervisor"]["state"] == "running" and all(a["state"] == "ready" for a in reply["actors"].values())
+    sys.exit(0 if ready else 1)
+
+
+def format_status(reply: dict) -> str:
+    sup = reply["supervisor"]
+    lines = [f"supervisor pid {sup['pid']}  {sup['state']}  epoch {sup['epoch']}  up {sup['uptime_s']:.0f}s  "
+             f"ingress {sup['endpoints']['ingress']}  timeline {sup['endpoints']['timeline']}",
+             f"{'actor':<9}{'pid':>8}  {'state':<9}{'cpu%':>6}{'rss MB':>8}{'restarts':>9}  queues / credit"]
+    for name, a in reply["actors"].items():
+        stats = a.get("stats") or {}
+        queues = {k: v for k, v in stats.items() if k not in ("device",)}
+        lines.append(f"{name:<9}{a['pid'] or '-':>8}  {a['state']:<9}{a['cpu_percent']:>6.1f}{a['rss_mb']:>8.1f}"
+                     f"{a['restarts']:>9}  {json.dumps(queues, separators=(',', ':'))[:110]}")
+    return "\n".join(lines)
+
+
+@main.command(help="Print every actor's describe() descriptor.")
+@OPTION_CONFIG
+@OPTION_SET
+def actors(config_path, overrides) -> None:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    reply = ControlClient(endpoint).call("actors")
+    if reply is None:
+        raise click.ClickException(f"no supervisor answering at {endpoint}")
+    click.echo(json.dumps(reply["actors"], indent=2))
+
+
+@main.command("barge-in", help="Interrupt: start a new epoch; every actor drops older work.")
+@OPTION_CONFIG
+@OPTION_SET
+def barge_in(config_path, overrides) -> None:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    reply = ControlClient(endpoint).call("barge_in", reason="cli")
+    if reply is None:
+        raise click.ClickException(f"no supervisor answering at {endpoint}")
+    click.echo(f"epoch {reply['epoch']}")

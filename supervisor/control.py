@@ -1,0 +1,92 @@
+"""The control endpoint's commands (circus style: one small unit per command) and the
+client that speaks to it.
+
+Wire: a REQ client sends one msgpack map ``{"cmd": NAME, ...args}``; the reply is a
+msgpack map ``{"ok": bool, ...}`` (``"error"`` says why when ``ok`` is false).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import msgpack
+import zmq
+
+from protocol.envelope import ProtocolError, unpack_header
+from protocol.transport import make_socket
+
+if TYPE_CHECKING:
+    from .arbiter import Arbiter
+
+COMMANDS: dict[str, tuple[str, Callable[["Arbiter", dict], dict]]] = {}
+
+
+def command(name: str, summary: str):
+    def register(fn):
+        COMMANDS[name] = (summary, fn)
+        return fn
+
+    return register
+
+
+@command("ping", "liveness check")
+def _ping(arbiter: "Arbiter", _args: dict) -> dict:
+    return {"state": arbiter.state}
+
+
+@command("status", "per-actor pid, state, cpu, RSS, queue depths")
+def _status(arbiter: "Arbiter", _args: dict) -> dict:
+    return arbiter.status()
+
+
+@command("actors", "each actor's describe() descriptor")
+def _actors(arbiter: "Arbiter", _args: dict) -> dict:
+    return {"actors": {name: w.info for name, w in arbiter.watchers.items()}}
+
+
+@command("barge_in", "start a new epoch: every actor drops older work")
+def _barge_in(arbiter: "Arbiter", args: dict) -> dict:
+    return {"epoch": arbiter.new_epoch(str(args.get("reason", "control barge_in")))}
+
+
+@command("down", "stop every actor gracefully, then the supervisor")
+def _down(arbiter: "Arbiter", args: dict) -> dict:
+    arbiter.request_stop(str(args.get("reason", "down")))
+    return {"state": "stopping"}
+
+
+def handle(arbiter: "Arbiter", body: bytes) -> dict:
+    try:
+        request = unpack_header(body)
+    except ProtocolError as exc:
+        return {"ok": False, "error": str(exc)}
+    name = request.get("cmd")
+    if name not in COMMANDS:
+        return {"ok": False, "error": f"unknown command {name!r}", "commands": sorted(COMMANDS)}
+    try:
+        return {"ok": True, **COMMANDS[name][1](arbiter, request)}
+    except Exception as exc:  # a failing command must not take the supervisor down
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class ControlClient:
+    """A REQ client with a timeout (a fresh socket per call, so a lost reply never wedges it)."""
+
+    def __init__(self, endpoint: str, timeout_ms: int = 2000):
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.ctx = zmq.Context.instance()
+
+    def call(self, cmd: str, **args) -> dict | None:
+        """The reply map, or None if nobody answered within the timeout."""
+        sock = make_socket(self.ctx, zmq.REQ, linger_ms=0)
+        sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+        sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+        try:
+            sock.connect(self.endpoint)
+            sock.send(msgpack.packb({"cmd": cmd, **args}, use_bin_type=True))
+            return unpack_header(sock.recv())
+        except (zmq.Again, ProtocolError):
+            return None
+        finally:
+            sock.close()

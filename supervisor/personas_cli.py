@@ -1,0 +1,156 @@
+"""`personas`: feed tokens, watch the timeline, one-shot runs, benchmarks."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .cli import OPTION_CONFIG, OPTION_SET, resolve_config
+from .client import Feeder, TimelineRecorder, tokenize_like_llm, ttff_by_chunk
+from .control import ControlClient
+
+
+@click.group(help="Talk to a running Personas system, or run one end to end.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Stream TEXT (or --file) to the ingress as LLM-like tokens, then `end`.")
+@click.argument("text", required=False)
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rate", default=40.0, show_default=True, help="tokens per second (0 = as fast as accepted)")
+@click.option("--seed", default=0, help="token split seed")
+@click.option("--no-end", is_flag=True, help="do not send `end` (the turn stays open)")
+@OPTION_CONFIG
+@OPTION_SET
+def feed(text, path, rate, seed, no_end, config_path, overrides) -> None:
+    if (text is None) == (path is None):
+        raise click.UsageError("give TEXT or --file, not both")
+    body = Path(path).read_text(encoding="utf-8") if path else text
+    feeder = Feeder(resolve_config(config_path, overrides)["endpoints"]["ingress"])
+    count = feeder.feed(tokenize_like_llm(body, seed), rate=rate, end=not no_end)
+    feeder.close()
+    click.echo(f"sent {count} tokens" + ("" if no_end else " + end"))
+
+
+@main.command(help="Print timeline events live; --jsonl FILE records them (append-only).")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="append every event to this JSONL file")
+@click.option("--raw", is_flag=True, help="print JSON lines instead of the compact view")
+@click.option("--actor", multiple=True, help="only these actors")
+@click.option("--stage", multiple=True, help="only these stages")
+@click.option("--quiet", is_flag=True, help="print nothing (record only)")
+@OPTION_CONFIG
+@OPTION_SET
+def timeline(jsonl, raw, actor, stage, quiet, config_path, overrides) -> None:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["timeline"]
+    recorder = TimelineRecorder(endpoint, jsonl)
+    seen, origin = 0, None
+    try:
+        while True:
+            time.sleep(0.05)
+            fresh, seen = recorder.events[seen:], len(recorder.events)
+            del recorder.events[:seen]
+            seen = 0
+            for e in fresh:
+                if quiet or (actor and e["actor"] not in actor) or (stage and e["stage"] not in stage):
+                    continue
+                origin = origin or e["ts_ns"]
+                click.echo(json.dumps(e) if raw else format_event(e, origin))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.close()
+
+
+def format_event(e: dict, origin: int) -> str:
+    ids = " ".join(f"{k[0]}{e[k]}" for k in ("epoch", "utterance_id", "chunk_id", "frame") if e[k] >= 0 and k != "epoch")
+    data = json.dumps(e["data"], separators=(",", ":"))
+    return (f"{(e['ts_ns'] - origin) / 1e9:9.3f} {e['actor']:<10}{e['stage']:<20}{e['result']:<9}"
+            f"{e['duration_ms']:8.1f}ms e{e['epoch']} {ids:<22} {data[:100]}")
+
+
+@main.command(help="One shot: up, feed SCRIPT, wait for the last frame, finalise the recording, down.")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="MP4 to write")
+@click.option("--rate", default=40.0, show_default=True, help="tokens per second")
+@click.option("--seed", default=0, help="token split seed")
+@OPTION_CONFIG
+@OPTION_SET
+def run(script, out, rate, seed, config_path, overrides) -> None:
+    from .session import Session, SessionError
+
+    text = Path(script).read_text(encoding="utf-8")
+    timeline_path = Path(out).with_suffix(".timeline.jsonl")
+    timeline_path.parent.mkdir(parents=True, exist_ok=True)
+    timeline_path.unlink(missing_ok=True)
+    log = Path(out).with_suffix(".log")
+    started = time.monotonic()
+    session = Session(config_path, overrides, record=out, timeline_jsonl=timeline_path, log=log)
+    try:
+        session.start()
+        click.echo(f"up in {time.monotonic() - started:.1f}s; feeding {script} at {rate:g} tokens/s")
+        fed = time.monotonic()
+        presented = session.say_and_wait(text, rate=rate, seed=seed)
+        speaking_s = time.monotonic() - fed
+    except SessionError as exc:
+        session.stop()
+        raise click.ClickException(f"{exc} (supervisor log: {log})") from None
+    code = session.stop()
+    events = session.timeline.events
+    rows = ttff_by_chunk(events)
+    click.echo(f"\n{'chunk':>5}  {'generated':>9}  {'presented':>9}  sentence")
+    for r in rows:
+        click.echo(f"{r['chunk_id']:>5}  {fmt_ms(r['generated_ms'])}  {fmt_ms(r['presented_ms'])}  {r['text'][:60]}")
+    first = rows[0] if rows else {}
+    underflows = sum(1 for e in events if e["stage"] == "present" and e["result"] == "underflow")
+    gaps = sum(1 for e in events if e["stage"] == "stitch" and e["result"] == "gap")
+    errors = [e for e in events if e["result"] == "error"]
+    click.echo(f"\nfirst sentence TTFF: generated {fmt_ms(first.get('generated_ms'))}, presented {fmt_ms(first.get('presented_ms'))}")
+    click.echo(f"sentences {len(rows)}, speaking {speaking_s:.1f}s, underflows {underflows}, gaps {gaps}, errors {len(errors)}, "
+               f"last frame at tick {presented['data'].get('tick')}")
+    click.echo(f"wrote {out} and {timeline_path} (supervisor exit {code})")
+    if code:
+        sys.exit(1)
+
+
+def fmt_ms(value) -> str:
+    return f"{value:7.1f}ms" if value is not None else "      n/a"
+
+
+@main.command("barge-in", help="Interrupt the avatar now (same as {\"type\": \"barge_in\"} on the ingress).")
+@OPTION_CONFIG
+@OPTION_SET
+def barge_in(config_path, overrides) -> None:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    reply = ControlClient(endpoint).call("barge_in", reason="personas barge-in")
+    if reply is None:
+        raise click.ClickException(f"no supervisor answering at {endpoint}")
+    click.echo(f"epoch {reply['epoch']}")
+
+
+@main.group(help="Benchmarks; each figure comes with a baseline measured in the same run.")
+def bench() -> None:
+    pass
+
+
+@bench.command("ttff", help="Time to first frame from the first sentence-ending token, vs the floor.")
+@click.option("--runs", default=10, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results here")
+@OPTION_CONFIG
+@OPTION_SET
+def bench_ttff(runs, json_path, config_path, overrides) -> None:
+    from .benchmarks import ttff
+
+    result = ttff(config_path, overrides, runs=runs, echo=click.echo)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        existing = json.loads(Path(json_path).read_text()) if Path(json_path).exists() else {}
+        existing["ttff"] = result
+        Path(json_path).write_text(json.dumps(existing, indent=2))
+        click.echo(f"wrote {json_path}")
+
+

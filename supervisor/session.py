@@ -1,0 +1,129 @@
+"""A whole running system seen from outside: a `personas-supervisor up` subprocess plus a
+timeline subscriber and a token feeder. `personas run`, the benchmarks and the tests
+drive Personas through this, exactly as a user would from a terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from actors.config import load_config
+
+from .client import Feeder, TimelineRecorder, tokenize_like_llm
+from .control import ControlClient
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+class Session:
+    def __init__(self, config_path: str | None = None, overrides: tuple[str, ...] | list[str] = (),
+                 record: str | None = None, timeline_jsonl: str | Path | None = None,
+                 log: str | Path | None = None):
+        self.config_path = config_path
+        self.overrides = list(overrides)
+        self.config = load_config(config_path, self.overrides)
+        self.record = record
+        self.timeline_jsonl = timeline_jsonl
+        self.log_path = log
+        self.proc: subprocess.Popen | None = None
+        self.timeline: TimelineRecorder | None = None
+        self.control = ControlClient(self.config["endpoints"]["control"])
+        self._feeder: Feeder | None = None
+        self._log_file = None
+
+    @property
+    def endpoints(self) -> dict:
+        return self.config["endpoints"]
+
+    def start(self, ready_timeout: float = 180.0) -> "Session":
+        if ControlClient(self.endpoints["control"], timeout_ms=300).call("ping") is not None:
+            raise SessionError(f"a supervisor is already running at {self.endpoints['control']}; "
+                               "stop it (`personas-supervisor down`) or use other endpoints")
+        cmd = [sys.executable, "-m", "supervisor", "up"]
+        if self.config_path:
+            cmd += ["--config", str(self.config_path)]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        if self.record:
+            Path(self.record).parent.mkdir(parents=True, exist_ok=True)
+            cmd += ["--record", str(self.record)]
+        self.timeline = TimelineRecorder(self.endpoints["timeline"], self.timeline_jsonl)
+        if self.log_path:
+            self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SessionError(f"supervisor exited with code {self.proc.returncode} during start-up"
+                                   + (f" (log: {self.log_path})" if self.log_path else ""))
+            reply = ControlClient(self.endpoints["control"], timeout_ms=500).call("status")
+            if reply and reply["supervisor"]["state"] == "running":
+                self.timeline.wait_connected(5)
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise SessionError(f"actors not ready after {ready_timeout:.0f}s")
+
+    @property
+    def feeder(self) -> Feeder:
+        if self._feeder is None:
+            self._feeder = Feeder(self.endpoints["ingress"])
+        return self._feeder
+
+    def say(self, text: str, rate: float = 0.0, seed: int = 0) -> int:
+        """Feed ``text`` as LLM-like tokens plus ``end``; returns the token count."""
+        return self.feeder.feed(tokenize_like_llm(text, seed), rate=rate)
+
+    def wait_turn_end(self, timeout: float = 30.0, after: int = 0) -> dict:
+        event = self.timeline.wait_for(lambda e: e["actor"] == "parser" and e["stage"] == "turn_end", timeout, after)
+        if event is None:
+            raise SessionError("the parser never reported the end of the turn")
+        return event
+
+    def wait_presented(self, utterance_id: int, timeout: float, epoch: int | None = None) -> dict:
+        """Block until the player has presented the last frame of ``utterance_id``."""
+        event = self.timeline.wait_for(
+            lambda e: e["stage"] == "utterance_presented" and e["utterance_id"] == utterance_id
+            and (epoch is None or e["epoch"] == epoch), timeout)
+        if event is None:
+            raise SessionError(f"utterance {utterance_id} was not presented within {timeout:.0f}s")
+        return event
+
+    def say_and_wait(self, text: str, rate: float = 0.0, seed: int = 0, timeout: float | None = None) -> dict:
+        start = len(self.timeline.events)
+        self.say(text, rate, seed)
+        turn = self.wait_turn_end(after=start, timeout=60 + (len(text) / rate if rate else 0))
+        budget = timeout if timeout is not None else 60 + len(text) * 0.15
+        return self.wait_presented(turn["utterance_id"], budget, epoch=turn["epoch"])
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self._feeder is not None:
+            self._feeder.close()
+            self._feeder = None
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.control.call("down")
+                try:
+                    code = self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    code = self.proc.wait()
+            else:
+                code = self.proc.returncode
+        if self.timeline is not None:
+            time.sleep(0.2)
+            self.timeline.close()
+        if self._log_file:
+            self._log_file.close()
+        return code
+
+    def __enter__(self) -> "Session":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
