@@ -4,7 +4,9 @@ The player is a virtual sound card: its clock is CLOCK_MONOTONIC advancing at th
 audio rate, and presentation tick ``n`` is due at ``t0 + n/fps``, the moment its
 audio starts playing. Each tick presents the next A/V packet -- the frame and the
 exact samples under it -- to the sinks (MP4 recording, the ``av_out`` PUB socket).
-Playback starts once ``jitter_min_frames`` are buffered. An empty buffer at a tick is
+Playback starts once ``jitter_min_frames`` are buffered. Idle fill queued ahead of
+the first speech frame is skipped when that frame arrives (it is filler; the clock
+does not stop). An empty buffer at a tick is
 an underflow: the last frame is held with silence and the event is on the timeline.
 A barge-in cuts at the next tick: that tick carries the next old frame with its audio
 faded to zero within ``BARGE_FADE_MS`` (no click), then the buffer is flushed.
@@ -49,7 +51,7 @@ def run(ctx: ActorContext) -> None:
     last_pixels = np.zeros((height, width, 3), np.uint8)
     in_speech = False  # last presented packet was speech of an unfinished utterance
     fade_next = False
-    stats = {"presented": 0, "underflows": 0, "idle_starved": 0, "dropped_stale": 0, "late_slips": 0}
+    stats = {"presented": 0, "underflows": 0, "idle_starved": 0, "dropped_stale": 0, "late_slips": 0, "skipped_fill": 0}
 
     def start_epoch(epoch: int, cause: str) -> None:
         nonlocal fade_next, in_speech
@@ -133,8 +135,17 @@ def run(ctx: ActorContext) -> None:
                     start_epoch(msg.epoch, "av_packet from newer epoch")
                 if msg.epoch < ctx.epoch:
                     stats["dropped_stale"] += 1
-                else:
-                    buffer.append(msg)
+                    continue
+                if msg.kind == "speech" and playing and buffer and buffer[-1].kind == "fill":
+                    # Speech starts: idle frames queued ahead of it are filler, skip them now.
+                    skipped = 0
+                    while buffer and buffer[-1].kind == "fill":
+                        buffer.pop()
+                        skipped += 1
+                    stats["skipped_fill"] += skipped
+                    ctx.emit("skip_fill", frame=msg.frame_index, utterance_id=msg.utterance_id, data={"frames": skipped})
+                    ctx.grant("driver", "driver->player", skipped, "frames", depth=len(buffer), playing=True)
+                buffer.append(msg)
         now = time.monotonic()
         if not playing and len(buffer) >= jitter_min:
             playing, t0, tick = True, now, 0

@@ -61,3 +61,46 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
     return d[len(hyp)] / max(len(ref), 1)
+
+
+class AVCollector:
+    """Subscribes to the player's av_out PUB socket in a thread and keeps every packet."""
+
+    def __init__(self, endpoint: str):
+        import threading
+
+        import zmq
+
+        from protocol.transport import make_socket
+
+        self.packets = []
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = make_socket(self._ctx, zmq.SUB, hwm=100_000, linger_ms=0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sock.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from protocol import AVPacket, decode
+
+        while not self._stop.is_set():
+            if self._sock.poll(100):
+                msg = decode(self._sock.recv_multipart())
+                if isinstance(msg, AVPacket):
+                    self.packets.append(msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+        self._ctx.term()
+
+    def speech(self, utterance_id: int, epoch: int) -> list:
+        return sorted((p for p in self.packets if p.kind == "speech" and p.utterance_id == utterance_id and p.epoch == epoch),
+                      key=lambda p: p.frame_index)
+
+    @staticmethod
+    def image(packet) -> np.ndarray:
+        return np.frombuffer(packet.pixels, np.uint8).reshape(packet.height, packet.width, 3)

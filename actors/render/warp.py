@@ -251,9 +251,9 @@ def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
                                    + [(lm[i], (0, -gap * 0.35)) for i in (55, 56, 57, 58, 59, 65, 66, 67)], 0.045 * face, anchors)
     cheek_l, cheek_r = (lm[1] + lm[48]) / 2 + (0.05 * face, -0.05 * face), (lm[15] + lm[54]) / 2 + (-0.05 * face, -0.05 * face)
     face_still = still(contour) + still(nose) + still(brows)
-    fields[P["smile"]] = moved([(lm[i], (-0.03 * face, -0.05 * face)) for i in (48, 60)] + [(lm[i], (0.03 * face, -0.05 * face)) for i in (54, 64)]
-                               + [(cheek_l, (0, -0.025 * face)), (cheek_r, (0, -0.025 * face))]
-                               + [(lm[i], (0, -0.01 * face)) for i in (40, 41, 46, 47)], 0.08 * face, face_still)
+    fields[P["smile"]] = moved([(lm[i], (-0.045 * face, -0.075 * face)) for i in (48, 60)] + [(lm[i], (0.045 * face, -0.075 * face)) for i in (54, 64)]
+                               + [(cheek_l, (0, -0.04 * face)), (cheek_r, (0, -0.04 * face))]
+                               + [(lm[i], (0, -0.015 * face)) for i in (40, 41, 46, 47)], 0.08 * face, face_still)
     fields[P["frown"]] = moved([(lm[i], (0, 0.04 * face)) for i in (48, 60, 54, 64)] + [(lm[57], (0, -0.01 * face))],
                                0.07 * face, face_still)
     eye_still = still(eyes) + still(nose)
