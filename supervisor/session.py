@@ -53,6 +53,7 @@ class Session:
             cmd += ["--record", str(self.record)]
         self.timeline = TimelineRecorder(self.endpoints["timeline"], self.timeline_jsonl)
         if self.log_path:
+            Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file)
         deadline = time.monotonic() + ready_timeout

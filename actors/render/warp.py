@@ -181,7 +181,9 @@ class _Eye:
         lid_line = up - 1.0 + np.minimum(blink[:, None] * 1.1, 1.0) * (low - up + 1.5)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(renderer.device, renderer.dtype)[:, None, :]
         up_t, line_t, across_t = t(up - 2.0), t(lid_line), t(np.clip(across, 0, 1))
-        cover = torch.sigmoid((self.y - up_t) / 1.0) * torch.sigmoid((line_t - self.y) / 0.8) * across_t
+        # Weighted by each frame's own blink, so a frame never depends on its batch-mates.
+        amount = t(np.clip(blink[:, None] / 0.05, 0, 1) * np.ones_like(up))
+        cover = torch.sigmoid((self.y - up_t) / 1.0) * torch.sigmoid((line_t - self.y) / 0.8) * across_t * amount
         # Lid shading: a little darker at the crease and towards the lashes.
         depth = ((self.y - up_t) / (line_t - up_t + 1e-3)).clamp(0, 1)
         shade = 0.8 + 0.1 * torch.sin(depth * math.pi) - 0.08 * depth

@@ -1,0 +1,26 @@
+"""The benchmark command runs end to end and reports each figure with its same-run floor.
+(No speed assertions here: speed lives in the benchmark's numbers, not in tests.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_ttff_writes_figures_with_their_floor(tmp_path):
+    config = write_config(tmp_path / "c.toml")
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "supervisor.personas_cli_entry", "bench", "ttff", "--runs", "2",
+                             "--json", str(out), "--config", str(config)], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ttff = json.loads(out.read_text())["ttff"]
+    for key in ("generated_ms", "presented_ms", "floor_ms"):
+        assert ttff[key]["n"] == 2 and ttff[key]["median"] > 0
+    assert ttff["ratio_generated_to_floor"] > 0 and "floor" in ttff["method"]
+    assert ttff["first_sentence"] == "Hello there, it is good to see you again."
