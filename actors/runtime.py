@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from protocol import BargeIn, Credit, Heartbeat, Message, ProtocolError, Ready, Shutdown, TimelineEvent
+from protocol import BargeIn, Credit, Describe, Heartbeat, Info, Message, ProtocolError, Ready, Shutdown, TimelineEvent
 from protocol.transport import make_socket, recv, send
 
 from .config import from_env
@@ -91,6 +91,7 @@ class ActorContext:
         self.health = self.socket(zmq.PUSH, hwm=100)
         self.health.connect(self.endpoints["health"])
         self.peers: dict[str, zmq.Socket] = {}
+        self.info: dict = {"actor": name, "state": "starting"}
         self.epoch = int(os.environ.get("PERSONAS_EPOCH", "0"))  # a restarted actor joins the current epoch
         self.running = True
         self.heartbeat_s = float(self.config["supervisor"]["heartbeat_s"])
@@ -139,7 +140,14 @@ class ActorContext:
 
     # -- system channel ------------------------------------------------------------------
     def system_messages(self) -> list[Message]:
-        return [m for m in self.drain(self.system) if isinstance(m, (BargeIn, Shutdown))]
+        """Barge-ins and shutdowns for the actor's loop; Describe is answered here."""
+        out = []
+        for msg in self.drain(self.system):
+            if isinstance(msg, Describe):
+                self.request(Info(actor=self.name, pid=os.getpid(), request_id=msg.request_id, info=self.info))
+            elif isinstance(msg, (BargeIn, Shutdown)):
+                out.append(msg)
+        return out
 
     def adopt_epoch(self, epoch: int, cause: str) -> bool:
         """Move to a newer epoch; True if it changed. Acknowledged on the timeline."""
@@ -187,6 +195,8 @@ class ActorContext:
         self.emit(stage, "error", surface=surface, data={"code": code, "detail": detail[:500]}, **ids)
 
     def ready(self, info: dict) -> None:
+        """Announce READY with the actor's descriptor (kept current in ``self.info``)."""
+        self.info = info
         send(self.health, Ready(actor=self.name, pid=os.getpid(), info=info))
         self.emit("ready", data=info)
         self.log.info("ready")

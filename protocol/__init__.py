@@ -8,13 +8,13 @@ from .control import BargeIn, EpochRequest, Shutdown
 from .envelope import Message, ProtocolError, decode, encode, known_types
 from .flow import Credit
 from .ingress import IngressBargeIn, IngressEnd, IngressToken, parse_ingress
-from .lifecycle import Heartbeat, Ready
+from .lifecycle import Describe, Heartbeat, Info, Ready
 from .media import AudioSpan, AVPacket, frame_start_sample
 from .text import TextChunk, VisualMarker
 from .timeline import TimelineEvent
 
 __all__ = [
-    "AudioChunk", "AudioSpan", "AVPacket", "BargeIn", "Credit", "EpochRequest", "Heartbeat",
+    "AudioChunk", "AudioSpan", "AVPacket", "BargeIn", "Credit", "Describe", "EpochRequest", "Heartbeat", "Info",
     "IngressBargeIn", "IngressEnd", "IngressToken", "Message", "ProtocolError", "Ready", "Shutdown",
     "TextChunk", "TimelineEvent", "VisualMarker", "decode", "encode", "frame_start_sample",
     "known_types", "parse_ingress",

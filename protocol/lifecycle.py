@@ -29,3 +29,24 @@ class Heartbeat(Message):
     seq: int
     epoch: int = 0
     stats: dict = field(default_factory=dict)
+
+
+@register
+@dataclass(frozen=True)
+class Describe(Message):
+    """Supervisor -> all actors (system channel): answer with your current descriptor."""
+
+    TYPE = "describe"
+    request_id: int = 0
+
+
+@register
+@dataclass(frozen=True)
+class Info(Message):
+    """Actor -> supervisor (health channel): the answer to Describe."""
+
+    TYPE = "info"
+    actor: str
+    pid: int
+    request_id: int = 0
+    info: dict = field(default_factory=dict)

@@ -32,7 +32,7 @@ import zmq
 
 from actors import ACTOR_NAMES
 from actors.config import ENV_VAR, to_env
-from protocol import BargeIn, EpochRequest, Heartbeat, ProtocolError, Ready, Shutdown, TimelineEvent, decode
+from protocol import BargeIn, Describe, EpochRequest, Heartbeat, Info, ProtocolError, Ready, Shutdown, TimelineEvent, decode
 from protocol.envelope import unpack_header
 from protocol.transport import make_socket, send
 
@@ -58,6 +58,7 @@ class Watcher:
     started_at: float = 0.0
     last_beat: float = 0.0
     info: dict = field(default_factory=dict)
+    info_request: int = 0
     stats: dict = field(default_factory=dict)
     restarts: deque = field(default_factory=deque)
     ps: psutil.Process | None = None
@@ -92,6 +93,7 @@ class Arbiter:
         self._barge_issued_ns = 0
         self._barge_first_sent = self._barge_sent_at = 0.0
         self._barge_reason = ""
+        self._describe_id = 0
         self.ctx = zmq.Context()
         self._bind()
 
@@ -332,8 +334,22 @@ class Arbiter:
                 LOG.info("%s ready (%.1fs)", watcher.name, time.monotonic() - watcher.started_at)
             elif isinstance(msg, Heartbeat) and watcher and msg.pid == watcher.pid:
                 watcher.last_beat, watcher.stats = time.monotonic(), msg.stats
+            elif isinstance(msg, Info) and watcher and msg.pid == watcher.pid:
+                watcher.info, watcher.info_request = msg.info, msg.request_id
             elif isinstance(msg, EpochRequest):
                 self.new_epoch(f"{msg.source}: {msg.reason}")
+
+    def describe_all(self, timeout_s: float = 1.0) -> dict:
+        """Ask every ready actor for its current descriptor (describe -> info exchange)."""
+        self._describe_id += 1
+        send(self.system, Describe(request_id=self._describe_id))
+        waiting = {n for n, w in self.watchers.items() if w.state == "ready"}
+        deadline = time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            if self.health.poll(20):
+                self._drain_health()
+            waiting = {n for n in waiting if self.watchers[n].info_request != self._describe_id}
+        return {n: {**w.info, "fresh": w.info_request == self._describe_id} for n, w in self.watchers.items()}
 
     # -- control endpoint ----------------------------------------------------------------------------
     def _drain_control(self) -> None:

@@ -39,9 +39,9 @@ def _status(arbiter: "Arbiter", _args: dict) -> dict:
     return arbiter.status()
 
 
-@command("actors", "each actor's describe() descriptor")
+@command("actors", "each actor's current describe() descriptor (asked for now)")
 def _actors(arbiter: "Arbiter", _args: dict) -> dict:
-    return {"actors": {name: w.info for name, w in arbiter.watchers.items()}}
+    return {"actors": arbiter.describe_all()}
 
 
 @command("barge_in", "start a new epoch: every actor drops older work")

@@ -60,8 +60,34 @@ def test_bad_ingress_input_is_reported_and_the_valid_text_after_it_is_spoken(tmp
         assert len(spoken) > 25
         texts = [e["data"]["text"] for e in session.timeline.events if e["stage"] == "parse" and e["result"] == "ok"]
         assert "tag>" not in "".join(texts) and "smi" not in "".join(texts) and "Hello" in "".join(texts)
+        check_cli_surfaces(config, tmp_path)
     logged = log.read_text(errors="replace")
     assert "ingress: oversized" in logged and "ingress: unknown_type" in logged and "unclosed_marker" in logged
+
+
+def check_cli_surfaces(config, tmp_path):
+    """`personas-supervisor actors` answers with fresh descriptors; `personas timeline --jsonl` records."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "supervisor", "actors", "--config", str(config)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert set(described) == {"parser", "tts", "stitcher", "driver", "player"}
+    assert all(d["fresh"] for d in described.values())
+    assert described["tts"]["adapter"]["name"] == "piper" and described["tts"]["adapter"]["supports_seed"] is True
+    assert described["driver"]["renderer"]["name"] == "parametric-warp"
+    jsonl = tmp_path / "timeline.jsonl"
+    watcher = subprocess.Popen([sys.executable, "-m", "supervisor.personas_cli_entry", "timeline", "--jsonl", str(jsonl),
+                                "--quiet", "--config", str(config)])
+    time.sleep(2.5)  # actors beat every second
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(10) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert {r["actor"] for r in records if r["stage"] == "heartbeat"} == {"parser", "tts", "stitcher", "driver", "player"}
 
 
 def test_a_marker_changes_the_face_from_its_time_on_and_not_before(tmp_path, artifacts):

@@ -1,0 +1,32 @@
+"""The player's overlay and MP4 recorder on their own."""
+
+import numpy as np
+from PIL import Image
+
+from actors.sinks import Mp4Recorder, Overlay
+from tests.media import read_mp4
+
+
+def test_overlay_draws_text_and_logo_without_touching_the_rest(tmp_path):
+    logo = tmp_path / "logo.png"
+    Image.new("RGBA", (40, 20), (255, 0, 0, 255)).save(logo)
+    overlay = Overlay(128, 128, text="gro.", logo=str(logo))
+    frame = np.full((128, 128, 3), 100, np.uint8)
+    out = overlay.draw(frame.copy())
+    assert (out[8:12, 8:12] == [255, 0, 0]).all()          # logo top-left, opaque
+    assert np.abs(out[110:125, 90:125].astype(int) - 100).max() > 50  # text bottom-right
+    assert (out[40:90, 40:90] == 100).all()                 # the face area is never touched
+
+
+def test_recorder_writes_what_it_was_given_on_one_clock(tmp_path):
+    path = tmp_path / "r.mp4"
+    rec = Mp4Recorder(str(path), 64, 64, 25, 22050)
+    for tick in range(50):
+        pcm = (3000 * np.sin(np.arange(882) * 0.1 + tick)).astype(np.int16)
+        rec.write(tick, np.full((64, 64, 3), tick * 5, np.uint8), pcm)
+    rec.close()
+    assert rec.error is None and rec.frames == 50
+    frames, audio, sr, fps, durations = read_mp4(path)
+    assert len(frames) == 50 and fps == 25 and sr == 22050
+    assert abs(durations["video"] - 2.0) < 1e-6 and abs(durations["audio"] - durations["video"]) <= 1 / 25
+    assert abs(int(frames[40].mean()) - 200) <= 3
