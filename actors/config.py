@@ -23,6 +23,50 @@ class ConfigError(ValueError):
     pass
 
 
+#: Keys that may change while the system runs (`personas-supervisor config set`); each is
+#: applied by its actor at the next safe boundary. Everything else needs a restart.
+LIVE_KEYS = frozenset({
+    "tts.adapter", "tts.fallback", "voice.persona",
+    "controller.enabled", "controller.mode", "controller.first_fragment", "controller.min_first_words",
+    "controller.comfort_low_ms", "controller.comfort_high_ms",
+    "fault.adapter", "fault.kind", "fault.ms",
+})
+#: Allowed values for the enumerated keys.
+CHOICES = {
+    "controller.mode": ("steady", "low_latency"),
+    "controller.first_fragment": ("clause", "sentence"),
+    "fault.kind": ("none", "latency", "stall", "error"),
+}
+
+
+def live_changes(config: dict, items: dict) -> dict:
+    """Validate ``{"section.key": value}`` against LIVE_KEYS, CHOICES and types; return the
+    coerced changes (raises ConfigError)."""
+    out = {}
+    for dotted, value in items.items():
+        if dotted not in LIVE_KEYS:
+            raise ConfigError(f"{dotted} cannot change while running (live keys: {', '.join(sorted(LIVE_KEYS))})")
+        section, key = dotted.split(".", 1)
+        coerced = _coerce(config[section][key], value, dotted)
+        if dotted in CHOICES and coerced not in CHOICES[dotted]:
+            raise ConfigError(f"{dotted} must be one of {CHOICES[dotted]}")
+        out[dotted] = coerced
+    return out
+
+
+def apply_changes(config: dict, changes: dict) -> None:
+    for dotted, value in changes.items():
+        section, key = dotted.split(".", 1)
+        config[section][key] = value
+
+
+def get_key(config: dict, dotted: str):
+    section, _, key = dotted.partition(".")
+    if section not in config or (key and key not in config[section]):
+        raise ConfigError(f"unknown key {dotted}")
+    return config[section][key] if key else config[section]
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     with open(DEFAULT_CONFIG, "rb") as f:
         config = tomllib.load(f)

@@ -17,6 +17,7 @@ import zmq
 
 from protocol import (
     BargeIn,
+    ConfigUpdate,
     Credit,
     EpochRequest,
     IngressBargeIn,
@@ -31,11 +32,18 @@ from protocol import (
 from protocol.limits import INGRESS_MAX_BYTES, INGRESS_SOCKET_MAX_BYTES
 
 from .runtime import ActorContext, CreditLedger, now_ns, setup_logging
-from .stream_parser import ParsedChunk, ParsedMarker, ParseError, StreamParser
+from .config import apply_changes
+from .stream_parser import ChunkPolicy, ParsedChunk, ParsedMarker, ParseError, StreamParser
 
 NAME = "parser"
 #: How long to wait for the supervisor to confirm a requested epoch before asking again.
 EPOCH_REQUEST_RETRY_S = 0.5
+
+
+def policy_from(config: dict, target_tokens: int = 0) -> ChunkPolicy:
+    ctl = config["controller"]
+    return ChunkPolicy(clause_first=ctl["first_fragment"] == "clause", min_words=int(ctl["min_first_words"]),
+                       target_tokens=int(target_tokens) if ctl["enabled"] else 0)
 
 
 def describe(config: dict) -> dict:
@@ -57,7 +65,7 @@ def run(ctx: ActorContext) -> None:
     max_buffered = int(cfg["max_buffered_chunks"])
     ingress = ctx.socket(zmq.PULL, max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
     ingress.bind(ctx.endpoints["ingress"])
-    parser = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]))
+    parser = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
     tts_credit = CreditLedger("parser->tts", "chunks")
     outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
     held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
@@ -84,7 +92,9 @@ def run(ctx: ActorContext) -> None:
                     "parse", utterance_id=utterance_id, chunk_id=event.sequence_id,
                     duration_ms=(received_ns - event.closed_at_ns) / 1e6, surface="ingress",
                     data={"text": event.text[:200], "boundary": event.boundary, "final": event.final,
-                          "tokens": event.tokens, "markers": event.marker_count, "closed_at_ns": event.closed_at_ns},
+                          "tokens": event.tokens, "markers": event.marker_count, "closed_at_ns": event.closed_at_ns,
+                          "opened_at_ns": event.opened_at_ns,
+                          "target_tokens": parser.policy.target_tokens},
                 )
             elif isinstance(event, ParseError):
                 ctx.error("parse", event.code, f"{event.detail}: {event.raw[:80]!r}", surface="ingress", utterance_id=utterance_id)
@@ -150,6 +160,12 @@ def run(ctx: ActorContext) -> None:
         for msg in ctx.system_messages():  # system first: barge-in beats queued data
             if isinstance(msg, BargeIn):
                 enter_epoch(msg.epoch, msg.reason)
+            elif isinstance(msg, ConfigUpdate):
+                mine = {k: v for k, v in msg.changes.items() if k.startswith("controller.")}
+                if mine:
+                    apply_changes(ctx.config, mine)
+                    parser.policy = policy_from(ctx.config, parser.policy.target_tokens)
+                    ctx.emit("config", data={"version": msg.version, "applied": mine, "at": "next character"})
             elif isinstance(msg, Shutdown):
                 ctx.running = False
         for msg in ctx.drain(ctx.inbox):
@@ -157,6 +173,8 @@ def run(ctx: ActorContext) -> None:
                 if msg.epoch > ctx.epoch:
                     enter_epoch(msg.epoch, "credit from newer epoch")
                 tts_credit.on_credit(msg)
+                if msg.epoch == ctx.epoch:  # the rate controller's wish for the next chunks
+                    parser.policy = policy_from(ctx.config, msg.target_tokens)
         if events.get(ingress):
             for _ in range(256):
                 if len(outbox) >= max_buffered:
@@ -174,7 +192,8 @@ def run(ctx: ActorContext) -> None:
             chunk = outbox.popleft()
             ctx.send_to("tts", chunk)
             ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="parser->tts",
-                     data={"credit_left": tts_credit.available, "unit": "chunks", "queued": len(outbox)})
+                     data={"credit_left": tts_credit.available, "unit": "chunks", "cost": 1, "link": "parser->tts",
+                           "queued": len(outbox)})
         ctx.heartbeat({"queued_chunks": len(outbox), "buffered_chars": parser.buffered_chars,
                        "credit": {"tts": tts_credit.available}, "utterance_id": utterance_id})
     ingress.close()

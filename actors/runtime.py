@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from protocol import BargeIn, Credit, Describe, Heartbeat, Info, Message, ProtocolError, Ready, Shutdown, TimelineEvent
+from protocol import BargeIn, ConfigUpdate, Credit, Describe, Heartbeat, Info, Message, ProtocolError, Ready, Shutdown, TimelineEvent
 from protocol.transport import make_socket, recv, send
 
 from .config import from_env
@@ -92,6 +92,7 @@ class ActorContext:
         self.health.connect(self.endpoints["health"])
         self.peers: dict[str, zmq.Socket] = {}
         self.info: dict = {"actor": name, "state": "starting"}
+        self.config_version = int(os.environ.get("PERSONAS_CONFIG_VERSION", "0"))
         self.epoch = int(os.environ.get("PERSONAS_EPOCH", "0"))  # a restarted actor joins the current epoch
         self.running = True
         self.heartbeat_s = float(self.config["supervisor"]["heartbeat_s"])
@@ -140,11 +141,16 @@ class ActorContext:
 
     # -- system channel ------------------------------------------------------------------
     def system_messages(self) -> list[Message]:
-        """Barge-ins and shutdowns for the actor's loop; Describe is answered here."""
+        """Barge-ins, config updates and shutdowns for the actor's loop (in arrival order);
+        Describe is answered here. Config versions are tracked for the heartbeat."""
         out = []
         for msg in self.drain(self.system):
             if isinstance(msg, Describe):
                 self.request(Info(actor=self.name, pid=os.getpid(), request_id=msg.request_id, info=self.info))
+            elif isinstance(msg, ConfigUpdate):
+                if msg.version > self.config_version:
+                    self.config_version = msg.version
+                    out.append(msg)
             elif isinstance(msg, (BargeIn, Shutdown)):
                 out.append(msg)
         return out
@@ -219,6 +225,7 @@ class ActorContext:
             return
         self._beat_seq += 1
         try:
+            stats = {**stats, "config_version": self.config_version}
             send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch, stats=stats), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass

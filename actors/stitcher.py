@@ -97,6 +97,8 @@ def run(ctx: ActorContext) -> None:
     unpaid: deque[tuple[int, int]] = deque()  # (global end sample, ms) to return to the TTS once emitted
     emitted_since_report = 0
     gaps = 0
+    depth_sent = [0]  # last depth told to the TTS (its rate controller steers by it)
+    loudness = Loudness()
 
     def buffer_start() -> int:
         return frame_start_sample(next_frame, sr, fps)
@@ -108,7 +110,7 @@ def run(ctx: ActorContext) -> None:
             placed.clear(), announce.clear(), unpaid.clear()
             in_utterance = flushing = contiguous = False
             driver_credit.enter_epoch(epoch)
-            ctx.grant("tts", "tts->stitcher", window_ms, "ms")
+            grant_tts(window_ms)
 
     def on_audio(chunk: AudioChunk) -> None:
         nonlocal utterance_id, in_utterance, flushing, contiguous
@@ -116,6 +118,9 @@ def run(ctx: ActorContext) -> None:
         scale = 1.0
         if chunk.sample_rate != sr:
             pcm, scale = resample(pcm, chunk.sample_rate, sr), sr / chunk.sample_rate
+        gain = loudness.gain_for(chunk.adapter, pcm, first_piece=chunk.piece == 0)
+        if gain != 1.0:
+            pcm = np.clip(np.rint(pcm.astype(np.float32) * gain), -32768, 32767).astype(np.int16)
         if chunk.utterance_id != utterance_id or not in_utterance:
             utterance_id, in_utterance, flushing = chunk.utterance_id, True, False
         overlap_used = 0
@@ -143,7 +148,7 @@ def run(ctx: ActorContext) -> None:
         ctx.emit("stitch", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
                  data={"piece": chunk.piece, "samples": len(pcm), "overlap": overlap_used,
                        "buffered_ms": round(buffer.size * 1000 / sr, 1), "final": chunk.final and chunk.last_piece,
-                       "adapter": chunk.adapter})
+                       "adapter": chunk.adapter, "gain": round(gain, 3), "loudness": round(loudness.last_output, 1)})
 
     def frames_covering(n_samples: int) -> int:
         """Frames from next_frame needed to hold n_samples (the last one may be partial)."""
@@ -190,7 +195,7 @@ def run(ctx: ActorContext) -> None:
         while unpaid and (unpaid[0][0] <= span_end or (final and kind == "speech")):
             paid += unpaid.popleft()[1]
         if paid:
-            ctx.grant("tts", "tts->stitcher", paid, "ms")
+            grant_tts(paid)
         if final:
             in_utterance = flushing = contiguous = False
             placed.clear()
@@ -198,6 +203,14 @@ def run(ctx: ActorContext) -> None:
                  surface="stitcher->driver",
                  data={"frames": n_frames, "kind": kind, "final": final, "credit_left": driver_credit.available,
                        "unit": "frames", "lead": lead(), "buffered_ms": round(buffer.size * 1000 / sr, 1)})
+
+    def depth_ms() -> int:
+        """Audio ahead of presentation: buffered here plus the frames already sent down."""
+        return int(buffer.size * 1000 / sr + lead() * 1000 / fps)
+
+    def grant_tts(amount: int) -> None:
+        ctx.grant("tts", "tts->stitcher", amount, "ms", depth=depth_ms())
+        depth_sent[0] = depth_ms()
 
     def lead() -> int:
         """Frames emitted and not yet presented (as last reported, plus what we sent since)."""
@@ -207,7 +220,7 @@ def run(ctx: ActorContext) -> None:
     poller.register(ctx.system, zmq.POLLIN)
     poller.register(ctx.inbox, zmq.POLLIN)
     ctx.ready(describe(ctx.config))
-    ctx.grant("tts", "tts->stitcher", window_ms, "ms")
+    grant_tts(window_ms)
     frame_s = 1.0 / fps
 
     while ctx.running:
@@ -250,9 +263,42 @@ def run(ctx: ActorContext) -> None:
                         gaps += 1
                         ctx.emit("stitch", "gap", utterance_id=utterance_id, frame=next_frame, data={"gaps": gaps})
                     emit_span(1, "fill")
+        if abs(depth_ms() - depth_sent[0]) >= 1000 / fps:
+            grant_tts(0)  # depth changed by a frame or more: keep the controller's view current
         ctx.heartbeat({"next_frame": next_frame, "buffered_ms": round(buffer.size * 1000 / sr, 1),
                        "in_utterance": in_utterance, "lead_frames": lead(), "gaps": gaps,
                        "credit": {"driver_frames": driver_credit.available}})
+
+
+class Loudness:
+    """Engine swaps keep the level: a chunk from a different engine than the previous one
+    is scaled so its speech loudness matches the previous chunk's (the envelope just
+    before the join); the gain then sticks to that engine until the next swap."""
+
+    def __init__(self):
+        self.gains: dict[str, float] = {}
+        self.adapter = ""
+        self.last_output = 0.0
+
+    def gain_for(self, adapter: str, pcm: np.ndarray, first_piece: bool) -> float:
+        if first_piece:
+            level = speech_loudness(pcm)
+            if adapter != self.adapter and self.adapter and self.last_output > 0 and level > 0:
+                self.gains[adapter] = float(np.clip(self.last_output / level, 0.5, 2.0))
+            self.adapter = adapter
+            if level > 0:
+                self.last_output = level * self.gains.get(adapter, 1.0)
+        return self.gains.get(adapter, 1.0)
+
+
+def speech_loudness(pcm: np.ndarray, block: int = 220) -> float:
+    """RMS over the louder half of 10 ms blocks: the level of the speech, not the pauses."""
+    n = len(pcm) // block
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(pcm[: n * block].astype(np.float64).reshape(n, block) ** 2, axis=1))
+    loud = np.sort(rms)[n // 2:]
+    return float(loud.mean()) if loud.size and loud.mean() > 50 else 0.0
 
 
 def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

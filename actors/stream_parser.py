@@ -29,6 +29,11 @@ Sentence boundaries
     stays at the front of the next chunk. A chunk longer than ``max_chunk_chars``
     is split at its last space (never before a marker already placed in it).
 
+Clause cuts (optional, ``ChunkPolicy``)
+    A clause mark (, ; : – —) closes the first chunk of a turn when ``clause_first`` is
+    set, and any chunk that has reached ``target_tokens``, provided the chunk already
+    has ``min_words`` words. With the default policy only sentences close chunks.
+
 End of turn
     ``end()`` closes what is buffered as the final chunk of the utterance, even when
     it is empty, so downstream always learns where the utterance ends.
@@ -51,6 +56,24 @@ _VALUE_CHAR = re.compile(r"[A-Za-z0-9_.+\-]")
 
 
 @dataclass(frozen=True)
+class ChunkPolicy:
+    """How eagerly chunks close besides sentence ends (set live by the TTS's rate controller).
+
+    ``clause_first``: the first chunk of a turn may end at a clause mark (, ; : – —) once it
+    has ``min_words`` words, so speech starts sooner. ``target_tokens``: later chunks also
+    end at a clause mark once they hold this many tokens (0 = sentences only).
+    """
+
+    clause_first: bool = False
+    min_words: int = 2
+    target_tokens: int = 0
+
+
+SENTENCE_POLICY = ChunkPolicy()
+CLAUSE_MARKS = frozenset(",;:–—")
+
+
+@dataclass(frozen=True)
 class ParsedChunk:
     sequence_id: int
     text: str
@@ -59,6 +82,7 @@ class ParsedChunk:
     marker_count: int
     tokens: int
     closed_at_ns: int
+    opened_at_ns: int = 0  # arrival of the chunk's first token
 
 
 @dataclass(frozen=True)
@@ -83,8 +107,10 @@ ParseEvent = ParsedChunk | ParsedMarker | ParseError
 class StreamParser:
     """Character-level demultiplexer: text chunks for the TTS, markers for the driver."""
 
-    def __init__(self, max_chunk_chars: int = 400, first_sequence_id: int = 0):
+    def __init__(self, max_chunk_chars: int = 400, first_sequence_id: int = 0, policy: ChunkPolicy = SENTENCE_POLICY):
         self.max_chunk_chars = max_chunk_chars
+        self.policy = policy
+        self._first_in_turn = True
         self.sequence_id = first_sequence_id
         self._reset_chunk()
         self._tag: str | None = None
@@ -98,6 +124,8 @@ class StreamParser:
         out: list[ParseEvent] = []
         self._tokens += 1
         self._now_ns = now_ns
+        if not self._opened_ns:
+            self._opened_ns = now_ns
         for ch in token:
             self._push(ch, out)
         return out
@@ -114,6 +142,7 @@ class StreamParser:
             out.append(ParseError("unclosed_marker", "marker still open at end of turn; dropped", self._tag))
             self._tag = None
         self._emit(self._text_str(), "end", out, final=True)
+        self._first_in_turn = True
         return out
 
     def reset(self) -> None:
@@ -122,6 +151,7 @@ class StreamParser:
         self._tag = None
         self._skip = None
         self._digit_dot_pending = False
+        self._first_in_turn = True
 
     @property
     def buffered_chars(self) -> int:
@@ -133,6 +163,7 @@ class StreamParser:
         self._markers_in_chunk = 0
         self._last_marker_offset = 0
         self._tokens = 0
+        self._opened_ns = 0
 
     def _text_str(self) -> str:
         return "".join(self._text)
@@ -161,6 +192,8 @@ class StreamParser:
         elif ch == ".":
             self._boundary_token_ns = self._now_ns
             self._on_dot(out)
+        elif ch in CLAUSE_MARKS:
+            self._on_clause(out)
         elif len(self._text) >= self.max_chunk_chars:
             self._split_at_limit(out)
 
@@ -172,6 +205,17 @@ class StreamParser:
         if _is_abbreviation(_word_before_dot(self._text)):
             return
         self._close(".", out)
+
+    def _on_clause(self, out: list[ParseEvent]) -> None:
+        policy = self.policy
+        words = sum(1 for w in self._text_str().split() if any(c.isalnum() for c in w))
+        if words < policy.min_words:
+            return
+        first = policy.clause_first and self._first_in_turn
+        large = policy.target_tokens > 0 and self._tokens >= policy.target_tokens
+        if first or large:
+            self._boundary_token_ns = self._now_ns
+            self._close("clause", out)
 
     def _push_tag(self, ch: str, out: list[ParseEvent]) -> None:
         tag = self._tag + ch
@@ -245,9 +289,11 @@ class StreamParser:
                 marker_count=self._markers_in_chunk,
                 tokens=self._tokens,
                 closed_at_ns=self._boundary_token_ns if boundary != "end" else self._now_ns,
+                opened_at_ns=self._opened_ns or self._now_ns,
             )
         )
         self.sequence_id += 1
+        self._first_in_turn = False
         self._reset_chunk()
 
 

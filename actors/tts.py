@@ -1,10 +1,17 @@
-"""TTS actor: TextChunks in, AudioChunks (int16 PCM + phoneme timing) out.
+"""TTS actor: TextChunks in, AudioChunks (int16 PCM + phoneme timing) out. The orchestrator.
 
-Synthesis runs on one worker thread so the loop keeps answering barge-ins, credits and
-heartbeats while the engine works (onnxruntime releases the GIL). Audio leaves only
-against stitcher credit (unit: ms); a chunk larger than the credit on hand goes out in
-pieces. Each chunk that has fully left returns one chunk of credit to the parser.
-Nothing on this path touches the disk.
+Engines (``tts.adapters``) are loaded at start, each with its own worker thread, so a
+stalled engine never blocks another. Chunks are synthesised strictly in order: the head
+chunk goes to the active engine with a deadline from that engine's EWMA (``stall_factor``
+x expected, at least ``min_deadline_ms``). A chunk that misses its deadline or fails is
+synthesised again by the fallback engine, which then serves until the stalled engine
+answers again -- the same words continue, nothing is repeated or skipped. Config
+changes (engine, voice, fault injection, controller) apply at the next chunk boundary.
+
+Audio leaves against stitcher credit (ms), in pieces if the credit on hand is smaller
+than the chunk. Chunks that have left return credit to the parser, when the rate
+controller agrees; each grant carries its wish for the next chunk size. Nothing on this
+path touches the disk.
 """
 
 from __future__ import annotations
@@ -13,52 +20,53 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
 
-from protocol import AudioChunk, BargeIn, Credit, Shutdown, TextChunk
+from protocol import AudioChunk, BargeIn, ConfigUpdate, Credit, Shutdown, TextChunk
 
-from .adapters import Synthesis, TTSAdapter, make_adapter
+from .adapters import Synthesis, TTSAdapter, VoiceSchemaError, load_voice, make_adapter
+from .adapters.fault import FaultInjector
+from .adapters.voice import VoiceSchema
+from .config import apply_changes
+from .rate_controller import RateController
 from .runtime import ActorContext, CreditLedger, setup_logging
 
 NAME = "tts"
 #: Pieces smaller than this wait for more credit (unless it is the chunk's remainder).
 MIN_PIECE_MS = 120
+#: How often the controller's wish is re-sent to the parser when it changed.
+HINT_INTERVAL_S = 0.2
+#: First guess of audio per character before an engine has been observed.
+MS_PER_CHAR_GUESS = 65.0
 _worker_ids = itertools.count()
 
 
-@dataclass
-class Outgoing:
-    """A synthesised chunk being sent in credit-sized pieces."""
-
-    chunk: TextChunk
-    synthesis: Synthesis
-    sent: int = 0
-    piece: int = 0
-
-
 class SynthesisWorker:
-    """One background thread; results come back through a queue plus a wake-up byte."""
+    """One engine's thread; results come back through a queue plus a wake-up byte."""
 
-    def __init__(self, zctx: zmq.Context, adapter: TTSAdapter):
-        self.adapter = adapter
-        self.jobs: queue.Queue[TextChunk | None] = queue.Queue(maxsize=1)
-        self.results: queue.Queue[tuple[TextChunk, Synthesis | Exception]] = queue.Queue(maxsize=2)
+    def __init__(self, zctx: zmq.Context, adapter: TTSAdapter, faults: FaultInjector):
+        self.adapter, self.faults = adapter, faults
+        self.jobs: queue.Queue = queue.Queue(maxsize=1)
+        self.results: queue.Queue = queue.Queue(maxsize=4)
         address = f"inproc://tts-worker-{next(_worker_ids)}"
         self.wake = zctx.socket(zmq.PAIR)
         self.wake.bind(address)
         self._signal = zctx.socket(zmq.PAIR)
         self._signal.connect(address)
+        self.cancelled = threading.Event()
         self.busy = False
-        self._thread = threading.Thread(target=self._loop, name="synthesis", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"synth-{adapter.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, chunk: TextChunk) -> None:
+    def submit(self, chunk: TextChunk, voice: VoiceSchema) -> None:
         self.busy = True
-        self.jobs.put_nowait(chunk)
+        self.cancelled.clear()
+        self.jobs.put_nowait((chunk, voice))
 
     def collect(self) -> list[tuple[TextChunk, Synthesis | Exception]]:
         while True:
@@ -76,92 +84,312 @@ class SynthesisWorker:
             self.busy = False
         return done
 
+    def cancel(self) -> None:
+        if self.busy:
+            self.cancelled.set()
+            self.adapter.cancel()
+
     def _loop(self) -> None:
         while True:
-            chunk = self.jobs.get()
-            if chunk is None:
+            job = self.jobs.get()
+            if job is None:
                 return
+            chunk, voice = job
             try:
-                result: Synthesis | Exception = self.adapter.synthesize(chunk.text)
+                self.faults.before_call(self.adapter.name, self.cancelled)
+                result: Synthesis | Exception = self.adapter.synthesize(chunk.text, voice)
             except Exception as exc:  # an engine failure must not kill the actor
                 result = exc
             self.results.put((chunk, result), timeout=10)
             self._signal.send(b"!")
 
     def close(self) -> None:
-        self.adapter.cancel()
+        self.cancel()
         try:
             self.jobs.put_nowait(None)
         except queue.Full:
             pass
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=3)
         self.wake.close()
         self._signal.close()
 
 
+@dataclass
+class Engine:
+    name: str
+    adapter: TTSAdapter
+    worker: SynthesisWorker
+    healthy: bool = True
+    rtf: float | None = None  # EWMA of synthesis ms per audio ms
+    ms_per_char: float = MS_PER_CHAR_GUESS
+    error: str = ""
+
+    def expected_ms(self, chars: int) -> float:
+        return (self.rtf if self.rtf is not None else 0.3) * self.ms_per_char * max(chars, 1)
+
+    def observe(self, synthesis: Synthesis, chars: int, alpha: float = 0.3) -> None:
+        if synthesis.duration_ms <= 0 or chars <= 0:
+            return
+        rtf = synthesis.render_ms / synthesis.duration_ms
+        self.rtf = rtf if self.rtf is None else alpha * rtf + (1 - alpha) * self.rtf
+        self.ms_per_char = alpha * synthesis.duration_ms / chars + (1 - alpha) * self.ms_per_char
+
+
+@dataclass
+class Job:
+    """The head chunk while it is being synthesised (possibly by a second engine)."""
+
+    chunk: TextChunk
+    engine: str
+    started: float
+    deadline: float
+    tried: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outgoing:
+    """A synthesised chunk being sent in credit-sized pieces."""
+
+    chunk: TextChunk
+    synthesis: Synthesis
+    adapter: str
+    sent: int = 0
+    piece: int = 0
+
+
 def run(ctx: ActorContext) -> None:
-    flow = ctx.config["flow"]
-    window_chunks = int(flow["tts_window_chunks"])
-    adapter = make_adapter(ctx.config["voice"]["engine"], ctx.config)
-    adapter.load()
-    adapter.warmup()
-    sample_rate = adapter.sample_rate
-    worker = SynthesisWorker(ctx.zmq, adapter)
+    config = ctx.config
+    window_chunks = int(config["flow"]["tts_window_chunks"])
+    voice = load_voice(config["voice"]["persona"])
+    faults = FaultInjector(config["fault"])
+    engines: dict[str, Engine] = {}
+    for name in config["tts"]["adapters"]:
+        adapter = make_adapter(name, config)
+        try:
+            adapter.load()
+            adapter.warmup(voice)
+        except Exception as exc:  # an optional engine may be missing; the active one may not
+            ctx.error("load", "adapter_unavailable", f"{name}: {type(exc).__name__}: {exc}")
+            if name == config["tts"]["adapter"]:
+                raise
+            continue
+        engines[name] = Engine(name, adapter, SynthesisWorker(ctx.zmq, adapter, faults))
+    controller = RateController(config["controller"])
     stitcher_credit = CreditLedger("tts->stitcher", "ms")
-    pending: deque[TextChunk] = deque()  # bounded by the window we grant the parser
+    pending: deque[TextChunk] = deque()  # bounded by the window granted to the parser
     outgoing: deque[Outgoing] = deque()  # at most two synthesised chunks in memory
+    state = {"job": None, "owed": 0, "hint": None, "hint_sent_at": 0.0, "last_adapter": "",
+             "downstream_ms": 0.0, "utterance": None, "config_swap": False}
+    active = lambda: config["tts"]["adapter"]
+    fallback = lambda: config["tts"]["fallback"] if config["tts"]["fallback"] in engines else ""
+
+    def describe() -> dict:
+        return {
+            "actor": NAME, "active": active(), "fallback": fallback(), "voice": voice.as_dict(),
+            "adapters": {n: {**e.adapter.describe(), "healthy": e.healthy, "projection": e.adapter.project(voice)}
+                         for n, e in engines.items()},
+            "fault": faults.snapshot(), "controller": controller.state(),
+            "consumes": ["text_chunk <- parser", "credit <- stitcher (ms)"],
+            "produces": ["audio_chunk -> stitcher", "credit -> parser (chunks, with size wish)"],
+            "credit": {"grants": {"link": "parser->tts", "unit": "chunks", "window": window_chunks},
+                       "spends": {"link": "tts->stitcher", "unit": "ms"}},
+        }
 
     def start_epoch(epoch: int, cause: str) -> None:
         if ctx.adopt_epoch(epoch, cause):
             pending.clear()
             outgoing.clear()
-            adapter.cancel()
+            state["job"], state["owed"], state["utterance"] = None, 0, None
+            for engine in engines.values():
+                engine.worker.cancel()
             stitcher_credit.enter_epoch(epoch)
-            ctx.grant("parser", "parser->tts", window_chunks, "chunks")
+            controller.start_over()
+            grant_parser(window_chunks, force=True)
+
+    def apply_config(update: ConfigUpdate) -> None:
+        nonlocal voice
+        applied, refused = {}, {}
+        for key, value in update.changes.items():
+            if key == "tts.adapter" and value not in engines:
+                refused[key] = f"{value} is not loaded (tts.adapters)"
+                continue
+            if key == "voice.persona":
+                try:
+                    voice = load_voice(value)
+                except VoiceSchemaError as exc:
+                    refused[key] = str(exc)
+                    continue
+            apply_changes(config, {key: value})
+            applied[key] = value
+            if key == "tts.adapter":
+                state["config_swap"] = True
+        faults.update(config["fault"])
+        controller.configure(config["controller"])
+        ctx.info = describe()
+        ctx.emit("config", "ok" if not refused else "error",
+                 data={"version": update.version, "applied": applied, "refused": refused, "at": "next chunk"})
+
+    def submit(chunk: TextChunk, engine_name: str, tried: list[str]) -> None:
+        engine = engines[engine_name]
+        budget_ms = max(float(config["tts"]["min_deadline_ms"]),
+                        float(config["tts"]["stall_factor"]) * engine.expected_ms(len(chunk.text)))
+        now = time.monotonic()
+        engine.worker.submit(chunk, voice)
+        state["job"] = Job(chunk, engine_name, now, now + budget_ms / 1000, tried + [engine_name])
+
+    def choose_engine() -> str:
+        first = engines[active()]
+        if first.healthy and not first.worker.busy:
+            return active()
+        backup = fallback()
+        if backup and backup != active() and not engines[backup].worker.busy:
+            return backup
+        return active()
+
+    def start_next() -> None:
+        if state["job"] is not None or not pending or len(outgoing) >= 2:
+            return
+        name = choose_engine()
+        if engines[name].worker.busy:
+            return  # every usable engine is busy (e.g. the stalled one); try again next turn
+        chunk = pending.popleft()
+        if chunk.utterance_id != state["utterance"]:
+            state["utterance"] = chunk.utterance_id
+            controller.start_over()
+        submit(chunk, name, [])
+
+    def on_result(engine: Engine, chunk: TextChunk, result: Synthesis | Exception) -> None:
+        job = state["job"]
+        if chunk.epoch < ctx.epoch:
+            ctx.emit("synth", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, epoch=chunk.epoch,
+                     data={"adapter": engine.name, "why": "older epoch"})
+            engine.healthy = True
+            return
+        if job is None or job.chunk is not chunk:
+            # A stalled engine answering after its fallback served the chunk: it is back.
+            was = engine.healthy
+            engine.healthy = not isinstance(result, Exception)
+            ctx.emit("synth", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
+                     surface=engine.name, data={"adapter": engine.name, "why": "late, already served",
+                                                "recovered": engine.healthy and not was})
+            return
+        if isinstance(result, Exception):
+            engine.healthy = False
+            ctx.error("synth", "engine_error", f"{engine.name}: {type(result).__name__}: {result}",
+                      utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id)
+            backup = fallback()
+            if backup and backup not in job.tried and not engines[backup].worker.busy:
+                submit(chunk, backup, job.tried)
+                return
+            result = Synthesis(np.zeros(0, np.int16), engine.adapter.sample_rate or 22050)  # told on the timeline
+        engine.healthy = True
+        engine.observe(result, len(chunk.text))
+        controller.observe(result.render_ms, result.duration_ms, chunk.window_tokens)
+        state["job"] = None
+        ctx.emit("synth", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, duration_ms=result.render_ms,
+                 surface=engine.name,
+                 data={"chars": len(chunk.text), "audio_ms": round(result.duration_ms, 1), "adapter": engine.name,
+                       "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
+                       "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes),
+                       "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried})
+        if engine.name != state["last_adapter"] and state["last_adapter"]:
+            if state["config_swap"] and engine.name == active():
+                reason = "config"
+            elif engine.name == active():
+                reason = "recovered"
+            else:
+                reason = "stall" if len(job.tried) > 1 else "fallback"
+            state["config_swap"] = False
+            ctx.emit("swap", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
+                     data={"from": state["last_adapter"], "to": engine.name, "reason": reason})
+        state["last_adapter"] = engine.name
+        outgoing.append(Outgoing(chunk, result, engine.name))
+
+    def check_deadline() -> None:
+        job = state["job"]
+        if job is None or time.monotonic() < job.deadline:
+            return
+        backup = fallback()
+        if backup and backup not in job.tried and not engines[backup].worker.busy:
+            engines[job.engine].healthy = False
+            ctx.emit("stall", "warn", utterance_id=job.chunk.utterance_id, chunk_id=job.chunk.sequence_id,
+                     duration_ms=(time.monotonic() - job.started) * 1000,
+                     data={"adapter": job.engine, "deadline_ms": round((job.deadline - job.started) * 1000, 1),
+                           "fallback": backup})
+            submit(job.chunk, backup, job.tried)
+        else:
+            job.deadline = math.inf  # nothing to fall back to: wait for the engine
 
     def send_pieces() -> None:
         while outgoing:
             out = outgoing[0]
-            remaining = len(out.synthesis.pcm) - out.sent
-            budget = stitcher_credit.available * sample_rate // 1000
-            n = min(remaining, budget)
-            if remaining and n < min(remaining, MIN_PIECE_MS * sample_rate // 1000):
-                return
-            cost = math.ceil(n * 1000 / sample_rate)
-            stitcher_credit.spend(cost)
-            last = out.sent + n >= len(out.synthesis.pcm)
             syn, chunk = out.synthesis, out.chunk
+            rate = syn.sample_rate
+            remaining = len(syn.pcm) - out.sent
+            n = min(remaining, stitcher_credit.available * rate // 1000)
+            if remaining and n < min(remaining, MIN_PIECE_MS * rate // 1000):
+                return
+            cost = math.ceil(n * 1000 / rate)
+            stitcher_credit.spend(cost)
+            last = out.sent + n >= len(syn.pcm)
             message = AudioChunk(
                 epoch=ctx.epoch, utterance_id=chunk.utterance_id, sequence_id=chunk.sequence_id,
-                piece=out.piece, last_piece=last, final=chunk.final and last, sample_rate=sample_rate,
+                piece=out.piece, last_piece=last, final=chunk.final and last, sample_rate=rate,
                 n_samples=n, start_sample=out.sent,
                 phonemes=tuple(syn.phonemes) if out.piece == 0 else (),
                 word_anchors=tuple(syn.word_anchors) if out.piece == 0 else (),
-                adapter=adapter.name, render_ms=round(syn.render_ms, 2), window_tokens=chunk.window_tokens,
+                adapter=out.adapter, render_ms=round(syn.render_ms, 2), window_tokens=chunk.window_tokens,
                 pcm=np.ascontiguousarray(syn.pcm[out.sent:out.sent + n]).tobytes(),
             )
             ctx.send_to("stitcher", message)
             ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
                      data={"piece": out.piece, "samples": n, "cost_ms": cost, "credit_left": stitcher_credit.available,
-                           "unit": "ms", "last_piece": last})
+                           "unit": "ms", "link": "tts->stitcher", "last_piece": last, "adapter": out.adapter})
             out.sent += n
             out.piece += 1
             if last:
                 outgoing.popleft()
-                ctx.grant("parser", "parser->tts", 1, "chunks")
+                state["owed"] += 1
+
+    def grant_parser(extra: int = 0, force: bool = False) -> None:
+        """Return owed chunk credit when the controller agrees (a *request*: the controller
+        steps its ladder); otherwise only refresh its wish when it changed."""
+        state["owed"] += extra
+        now = time.monotonic()
+        if state["owed"]:
+            wish = controller.request(state["downstream_ms"])
+            amount = 0 if wish.skip and not force else state["owed"]
+        else:
+            wish, amount = controller.current(state["downstream_ms"]), 0
+        hint = (wish.target_tokens, wish.low_latency)
+        changed = hint != state["hint"] and now - state["hint_sent_at"] >= HINT_INTERVAL_S
+        if amount or force or changed:
+            ctx.send_to("parser", Credit(link="parser->tts", epoch=ctx.epoch, amount=amount, unit="chunks",
+                                         target_tokens=wish.target_tokens, low_latency=wish.low_latency))
+            ctx.emit("credit", surface="parser->tts",
+                     data={"link": "parser->tts", "amount": amount, "unit": "chunks", "target_tokens": wish.target_tokens,
+                           "low_latency": wish.low_latency, "reason": wish.reason, "buffered_ms": state["downstream_ms"]})
+            state["owed"] -= amount
+            state["hint"], state["hint_sent_at"] = hint, now
 
     poller = zmq.Poller()
     poller.register(ctx.system, zmq.POLLIN)
     poller.register(ctx.inbox, zmq.POLLIN)
-    poller.register(worker.wake, zmq.POLLIN)
-    ctx.ready(describe(adapter, window_chunks))
-    ctx.grant("parser", "parser->tts", window_chunks, "chunks")
+    for engine in engines.values():
+        poller.register(engine.worker.wake, zmq.POLLIN)
+    ctx.ready(describe())
+    grant_parser(window_chunks, force=True)
+    next_grant_check = 0.0
 
     while ctx.running:
-        poller.poll(ctx.poll_timeout_ms())
+        job = state["job"]
+        timeout = ctx.poll_timeout_ms(job.deadline if job and math.isfinite(job.deadline) else time.monotonic() + HINT_INTERVAL_S)
+        poller.poll(timeout)
         for msg in ctx.system_messages():
             if isinstance(msg, BargeIn):
                 start_epoch(msg.epoch, msg.reason)
+            elif isinstance(msg, ConfigUpdate):
+                apply_config(msg)
             elif isinstance(msg, Shutdown):
                 ctx.running = False
         for msg in ctx.drain(ctx.inbox):
@@ -169,46 +397,32 @@ def run(ctx: ActorContext) -> None:
                 start_epoch(msg.epoch, f"{msg.TYPE} from newer epoch")
             if isinstance(msg, Credit):
                 stitcher_credit.on_credit(msg)
+                state["downstream_ms"] = float(msg.depth)
             elif isinstance(msg, TextChunk):
                 if msg.epoch < ctx.epoch:
                     ctx.emit("drop", "drop", utterance_id=msg.utterance_id, chunk_id=msg.sequence_id, epoch=msg.epoch)
-                elif len(pending) + len(outgoing) + worker.busy >= window_chunks:
+                elif len(pending) + len(outgoing) + (state["job"] is not None) >= window_chunks:
                     ctx.error("receive", "credit_exceeded", f"chunk {msg.sequence_id} beyond the granted window; dropped",
                               chunk_id=msg.sequence_id)
                 else:
                     pending.append(msg)
-        for chunk, result in worker.collect():
-            if chunk.epoch < ctx.epoch:
-                ctx.emit("synth", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, epoch=chunk.epoch)
-                continue
-            if isinstance(result, Exception):
-                ctx.error("synth", "engine_error", f"{type(result).__name__}: {result}", utterance_id=chunk.utterance_id,
-                          chunk_id=chunk.sequence_id)
-                result = Synthesis(pcm=np.zeros(0, np.int16), sample_rate=sample_rate)
-            audio_ms = result.duration_ms
-            ctx.emit("synth", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, duration_ms=result.render_ms,
-                     surface=adapter.name,
-                     data={"chars": len(chunk.text), "audio_ms": round(audio_ms, 1), "adapter": adapter.name,
-                           "rtf": round(result.render_ms / audio_ms, 4) if audio_ms else 0.0,
-                           "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes)})
-            outgoing.append(Outgoing(chunk, result))
-        if not worker.busy and pending and len(outgoing) < 2:
-            worker.submit(pending.popleft())
+        for engine in engines.values():
+            for chunk, result in engine.worker.collect():
+                on_result(engine, chunk, result)
+        check_deadline()
+        start_next()
         send_pieces()
-        ctx.heartbeat({"pending_chunks": len(pending), "outgoing_chunks": len(outgoing), "synthesizing": worker.busy,
-                       "credit": {"stitcher_ms": stitcher_credit.available}})
-    worker.close()
-
-
-def describe(adapter: TTSAdapter, window_chunks: int) -> dict:
-    return {
-        "actor": NAME,
-        "adapter": adapter.describe(),
-        "consumes": ["text_chunk <- parser", "credit <- stitcher (ms)"],
-        "produces": ["audio_chunk -> stitcher", "credit -> parser (chunks)"],
-        "credit": {"grants": {"link": "parser->tts", "unit": "chunks", "window": window_chunks},
-                   "spends": {"link": "tts->stitcher", "unit": "ms"}},
-    }
+        now = time.monotonic()
+        if state["owed"] or now >= next_grant_check:
+            next_grant_check = now + HINT_INTERVAL_S
+            grant_parser()
+        ctx.heartbeat({"pending_chunks": len(pending), "outgoing_chunks": len(outgoing),
+                       "synthesizing": state["job"].engine if state["job"] else None, "active": active(),
+                       "healthy": {n: e.healthy for n, e in engines.items()},
+                       "credit": {"stitcher_ms": stitcher_credit.available, "owed_parser": state["owed"]},
+                       "downstream_ms": state["downstream_ms"], "controller": controller.state()})
+    for engine in engines.values():
+        engine.worker.close()
 
 
 def main() -> None:

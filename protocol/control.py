@@ -38,3 +38,14 @@ class Shutdown(Message):
 
     TYPE = "shutdown"
     reason: str = ""
+
+
+@register
+@dataclass(frozen=True)
+class ConfigUpdate(Message):
+    """Live configuration: ``changes`` maps "section.key" to the new value. Actors apply
+    it at their next safe boundary (the TTS: the next chunk), never mid-chunk."""
+
+    TYPE = "config_update"
+    version: int
+    changes: dict

@@ -18,7 +18,9 @@ CREDIT_UNITS = ("chunks", "ms", "frames")
 @dataclass(frozen=True)
 class Credit(Message):
     """``amount`` more units may be sent on ``link``. ``depth`` reports what the consumer
-    and everything below it holds (frames for the video links, ms for audio)."""
+    and everything below it holds (frames for the video links, ms for audio). A grant may
+    also say what the consumer would like next: ``target_tokens`` (0 = no preference)
+    and ``low_latency`` (the rate controller's request, TTS -> parser)."""
 
     TYPE = "credit"
     link: str
@@ -27,6 +29,8 @@ class Credit(Message):
     unit: str
     depth: int = 0
     playing: bool = False
+    target_tokens: int = 0
+    low_latency: bool = False
 
     def validate(self) -> None:
         if self.unit not in CREDIT_UNITS:

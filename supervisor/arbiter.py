@@ -31,8 +31,8 @@ import psutil
 import zmq
 
 from actors import ACTOR_NAMES
-from actors.config import ENV_VAR, to_env
-from protocol import BargeIn, Describe, EpochRequest, Heartbeat, Info, ProtocolError, Ready, Shutdown, TimelineEvent, decode
+from actors.config import ENV_VAR, apply_changes, live_changes, to_env
+from protocol import BargeIn, ConfigUpdate, Describe, EpochRequest, Heartbeat, Info, ProtocolError, Ready, Shutdown, TimelineEvent, decode
 from protocol.envelope import unpack_header
 from protocol.transport import make_socket, send
 
@@ -94,6 +94,9 @@ class Arbiter:
         self._barge_first_sent = self._barge_sent_at = 0.0
         self._barge_reason = ""
         self._describe_id = 0
+        self.config_version = 0
+        self._config_changes: dict = {}  # every live change so far, re-sent to lagging actors
+        self._config_resent_at = 0.0
         self.ctx = zmq.Context()
         self._bind()
 
@@ -192,6 +195,7 @@ class Arbiter:
         env = dict(os.environ)
         env[ENV_VAR] = to_env(self.config)
         env["PERSONAS_EPOCH"] = str(self.epoch)
+        env["PERSONAS_CONFIG_VERSION"] = str(self.config_version)  # the config above already has the changes
         env.setdefault("PYTHONUNBUFFERED", "1")
         watcher.proc = subprocess.Popen([sys.executable, "-m", "actors", watcher.name], env=env)
         watcher.ps = psutil.Process(watcher.proc.pid)
@@ -219,6 +223,12 @@ class Arbiter:
                 watcher.rss_bytes = watcher.ps.memory_info().rss if watcher.ps else 0
             except psutil.Error:
                 pass
+        lagging = [w.name for w in self.watchers.values()
+                   if w.state == "ready" and w.stats.get("config_version", self.config_version) < self.config_version]
+        if lagging and now - self._config_resent_at > 1.0:
+            self._config_resent_at = now  # PUB can drop: send the whole live state again
+            send(self.system, ConfigUpdate(version=self.config_version, changes=self._config_changes))
+            self._emit("config", "warn", data={"resent_to": lagging, "version": self.config_version})
         if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
             self.state = "running"
             LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
@@ -338,6 +348,26 @@ class Arbiter:
                 watcher.info, watcher.info_request = msg.info, msg.request_id
             elif isinstance(msg, EpochRequest):
                 self.new_epoch(f"{msg.source}: {msg.reason}")
+
+    def set_config(self, items: dict) -> dict:
+        """Validate and apply live changes, then broadcast them (actors apply at their next
+        safe boundary). Raises ConfigError for keys that are not live or bad values."""
+        changes = live_changes(self.config, items)
+        tts = self.config["tts"]
+        if "tts.adapter" in changes and changes["tts.adapter"] not in tts["adapters"]:
+            raise ValueError(f"tts.adapter must be one of the loaded adapters {tts['adapters']}")
+        if changes.get("tts.fallback") not in (None, "", *tts["adapters"]):
+            raise ValueError(f"tts.fallback must be '' or one of {tts['adapters']}")
+        if "voice.persona" in changes:
+            from actors.adapters.voice import load_voice
+
+            load_voice(changes["voice.persona"])  # fail here, not in the actor
+        apply_changes(self.config, changes)
+        self.config_version += 1
+        self._config_changes.update(changes)
+        send(self.system, ConfigUpdate(version=self.config_version, changes=changes))
+        self._emit("config", data={"version": self.config_version, "changes": changes})
+        return {"version": self.config_version, "changes": changes}
 
     def describe_all(self, timeout_s: float = 1.0) -> dict:
         """Ask every ready actor for its current descriptor (describe -> info exchange)."""

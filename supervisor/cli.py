@@ -138,3 +138,56 @@ def barge_in(config_path, overrides) -> None:
     if reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     click.echo(f"epoch {reply['epoch']}")
+
+
+@main.group(help="Read or change the running configuration.")
+def config() -> None:
+    pass
+
+
+@config.command("get", help="Print the running configuration, or one section / key (e.g. tts.adapter).")
+@click.argument("key", required=False, default="")
+@OPTION_CONFIG
+@OPTION_SET
+def config_get(key, config_path, overrides) -> None:
+    reply = _call(config_path, overrides, "config_get", key=key)
+    click.echo(json.dumps(reply["value"], indent=2) if isinstance(reply["value"], dict) else reply["value"])
+
+
+@config.command("set", help="Change live keys, e.g. `config set tts.adapter=espeak`; applied at the next chunk boundary.")
+@click.argument("pairs", nargs=-1, required=True)
+@OPTION_CONFIG
+@OPTION_SET
+def config_set(pairs, config_path, overrides) -> None:
+    import tomllib
+
+    changes = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.UsageError(f"{pair!r} is not section.key=value")
+        try:
+            changes[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            changes[key.strip()] = raw
+    reply = _call(config_path, overrides, "config_set", changes=changes)
+    click.echo(f"config version {reply['version']}: " + ", ".join(f"{k}={v}" for k, v in reply["changes"].items()))
+
+
+@main.command(help="Print every TTS adapter's capability descriptor and voice projection.")
+@OPTION_CONFIG
+@OPTION_SET
+def adapters(config_path, overrides) -> None:
+    reply = _call(config_path, overrides, "adapters")
+    click.echo(f"active: {reply['active']}   fallback: {reply['fallback'] or '-'}   voice: {(reply['voice'] or {}).get('name')}")
+    click.echo(json.dumps(reply["adapters"], indent=2))
+
+
+def _call(config_path, overrides, cmd: str, **args) -> dict:
+    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
+    reply = ControlClient(endpoint, timeout_ms=5000).call(cmd, **args)
+    if reply is None:
+        raise click.ClickException(f"no supervisor answering at {endpoint}")
+    if not reply.get("ok"):
+        raise click.ClickException(reply.get("error", "failed"))
+    return reply

@@ -190,6 +190,31 @@ def ttff_by_chunk(events: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["epoch"], r["chunk_id"]))
 
 
+def utterance_ttff(events: list[dict], utterance_id: int, epoch: int) -> dict:
+    """One utterance: its first token, its first sentence end, its first speech frame generated
+    by the driver and presented by the player (CLOCK_MONOTONIC ns, and ms between them)."""
+    mine = [e for e in events if e["utterance_id"] == utterance_id and e["epoch"] == epoch]
+    chunks = sorted((e for e in mine if e["actor"] == "parser" and e["stage"] == "parse" and e["result"] == "ok"
+                     and e["data"]["text"].strip()), key=lambda e: e["chunk_id"])
+    if not chunks:
+        return {}
+    first_token = min(e["data"].get("opened_at_ns") or e["data"]["closed_at_ns"] for e in chunks)
+    sentence = next((e for e in chunks if e["data"]["boundary"] in (".", "?", "!", "\n", "end")), chunks[-1])
+    generated = min((e["ts_ns"] for e in mine if e["actor"] == "driver" and e["stage"] == "first_frame"), default=None)
+    presented = min((e["ts_ns"] for e in mine if e["actor"] == "player" and e["stage"] == "present"
+                     and e["result"] == "ok" and e["data"].get("kind") == "speech"), default=None)
+    ms = lambda a, b: round((a - b) / 1e6, 1) if a is not None and b is not None else None
+    return {
+        "generated_from_first_chunk_ms": ms(generated, chunks[0]["data"]["closed_at_ns"]),
+        "first_chunk": chunks[0]["data"]["text"].strip(), "first_chunk_boundary": chunks[0]["data"]["boundary"],
+        "first_sentence_end_ns": sentence["data"]["closed_at_ns"], "first_token_ns": first_token,
+        "generated_ms": ms(generated, sentence["data"]["closed_at_ns"]),
+        "presented_ms": ms(presented, sentence["data"]["closed_at_ns"]),
+        "generated_from_first_token_ms": ms(generated, first_token),
+        "presented_from_first_token_ms": ms(presented, first_token),
+    }
+
+
 def stage_durations(events: list[dict]) -> dict[tuple, dict[str, float]]:
     """For each (epoch, chunk): every stage from parser to player with its duration (ms)."""
     stages: dict[tuple, dict[str, float]] = defaultdict(dict)

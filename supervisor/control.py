@@ -49,6 +49,30 @@ def _barge_in(arbiter: "Arbiter", args: dict) -> dict:
     return {"epoch": arbiter.new_epoch(str(args.get("reason", "control barge_in")))}
 
 
+@command("config_get", "the running configuration, or one section / key")
+def _config_get(arbiter: "Arbiter", args: dict) -> dict:
+    from actors.config import LIVE_KEYS, get_key
+
+    key = str(args.get("key", ""))
+    value = get_key(arbiter.config, key) if key else arbiter.config
+    return {"key": key, "value": value, "version": arbiter.config_version, "live_keys": sorted(LIVE_KEYS)}
+
+
+@command("config_set", "change live keys; applied by each actor at its next safe boundary")
+def _config_set(arbiter: "Arbiter", args: dict) -> dict:
+    changes = args.get("changes")
+    if not isinstance(changes, dict) or not changes:
+        raise ValueError("config_set needs a non-empty map 'changes' of section.key -> value")
+    return arbiter.set_config(changes)
+
+
+@command("adapters", "every TTS adapter's capability descriptor")
+def _adapters(arbiter: "Arbiter", _args: dict) -> dict:
+    tts = arbiter.describe_all().get("tts", {})
+    return {"active": tts.get("active"), "fallback": tts.get("fallback"), "adapters": tts.get("adapters", {}),
+            "voice": tts.get("voice")}
+
+
 @command("down", "stop every actor gracefully, then the supervisor")
 def _down(arbiter: "Arbiter", args: dict) -> dict:
     arbiter.request_stop(str(args.get("reason", "down")))

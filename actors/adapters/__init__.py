@@ -1,15 +1,27 @@
 """TTS engine adapters behind one interface (seed 001 "Adapter Capability Descriptor")."""
 
 from .base import Synthesis, TTSAdapter, word_anchors
+from .voice import VoiceSchema, VoiceSchemaError, load_voice
+
+ADAPTERS = ("piper", "espeak", "wyoming")
 
 
 def make_adapter(name: str, config: dict) -> TTSAdapter:
-    """The adapter registered under ``name``, configured from ``config["voice"]``."""
+    """The adapter registered under ``name``; call ``load()`` before use."""
     if name == "piper":
         from .piper import PiperAdapter
 
         return PiperAdapter(config)
-    raise ValueError(f"unknown TTS adapter {name!r} (known: piper)")
+    if name == "espeak":
+        from .espeak import EspeakAdapter
+
+        return EspeakAdapter(config)
+    if name == "wyoming":
+        from .wyoming import WyomingAdapter
+
+        return WyomingAdapter(config)
+    raise ValueError(f"unknown TTS adapter {name!r} (known: {', '.join(ADAPTERS)})")
 
 
-__all__ = ["Synthesis", "TTSAdapter", "make_adapter", "word_anchors"]
+__all__ = ["ADAPTERS", "Synthesis", "TTSAdapter", "VoiceSchema", "VoiceSchemaError", "load_voice", "make_adapter",
+           "word_anchors"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .voice import VoiceSchema
+
 _WORD = re.compile(r"\S+")
 #: Phoneme symbols that separate or bracket words in Piper/espeak output.
 WORD_BREAK = " "
@@ -31,29 +33,51 @@ class Synthesis:
 
 
 class TTSAdapter(ABC):
-    """An engine that turns a text chunk into PCM plus phoneme timing."""
+    """An engine that turns a text chunk into PCM plus phoneme timing.
+
+    Every request carries the voice schema; ``project`` maps it onto this engine's knobs.
+    """
 
     name: str = ""
     sample_rate: int = 0
 
     @abstractmethod
     def describe(self) -> dict:
-        """The capability descriptor the orchestrator negotiates from."""
+        """The capability descriptor the orchestrator negotiates from (seed 001)."""
 
     @abstractmethod
     def load(self) -> None:
-        """Load models (start-up, never on the hot path)."""
+        """Load models / connect (start-up, never on the hot path)."""
 
     @abstractmethod
-    def synthesize(self, text: str) -> Synthesis:
-        """Render ``text``; safe to call from a worker thread."""
+    def project(self, voice: VoiceSchema) -> dict:
+        """The engine knobs this voice maps to (also shown in describe())."""
 
-    def warmup(self) -> None:
+    @abstractmethod
+    def synthesize(self, text: str, voice: VoiceSchema) -> Synthesis:
+        """Render ``text`` in ``voice``; called from one worker thread."""
+
+    def warmup(self, voice: VoiceSchema) -> None:
         """Run once before READY so the first real request pays no first-call cost."""
-        self.synthesize("Hello there. This is a warm up.")
+        self.synthesize("Hello there. This is a warm up.", voice)
 
     def cancel(self) -> None:
         """Best-effort abort of a synthesis running in another thread."""
+
+
+def split_multichar(phonemes: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Engines that report diphthongs as one symbol ("oʊ") get them split evenly, so the
+    viseme table can stay per character."""
+    out = []
+    for symbol, start, n in phonemes:
+        chars = [c for c in symbol if c not in "ˈˌ"] or [symbol]
+        if len(chars) == 1:
+            out.append((chars[0], start, n))
+            continue
+        step = n / len(chars)
+        for i, c in enumerate(chars):
+            out.append((c, start + int(i * step), int((i + 1) * step) - int(i * step)))
+    return out
 
 
 def word_anchors(text: str, phonemes: list[tuple[str, int, int]]) -> list[tuple[int, int]]:

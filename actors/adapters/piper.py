@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Synthesis, TTSAdapter, word_anchors
+from .voice import VoiceSchema
 
 
 class _CancellableSession:
@@ -45,7 +46,7 @@ class PiperAdapter(TTSAdapter):
         self.voice_cfg = config["voice"]
         self.voice = None
         self.session: _CancellableSession | None = None
-        self.model_path = resolve_voice_model(self.voice_cfg["model"])
+        self.model_path = resolve_voice_model(self.voice_cfg["piper_model"])
 
     def describe(self) -> dict:
         return {
@@ -60,7 +61,8 @@ class PiperAdapter(TTSAdapter):
             "stateful_context": "none",
             "sample_rate": self.sample_rate,
             "limits": {"max_chars": 2000, "timeout_ms": 10000},
-            "features": ["phoneme_alignments", "deterministic_zero_noise"],
+            "features": ["phoneme_alignments", "deterministic_zero_noise", "in_process"],
+            "projects": ["pace->length_scale", "prosody.variability->noise_scale,noise_w_scale"],
         }
 
     def load(self) -> None:
@@ -83,25 +85,32 @@ class PiperAdapter(TTSAdapter):
         self.voice = PiperVoice(config=piper_config, session=self.session)
         self.sample_rate = piper_config.sample_rate
 
-    def synthesis_config(self):
+    def project(self, voice: VoiceSchema) -> dict:
+        return {
+            "length_scale": round(1.0 / voice.pace, 4),
+            "noise_scale": round(0.667 * voice.variability, 4),
+            "noise_w_scale": round(0.8 * voice.variability, 4),
+            "unsupported": ["timbre.pitch_semitones", "prosody.pitch_range", "accent (one voice model)"],
+        }
+
+    def synthesis_config(self, voice: VoiceSchema):
         from piper import SynthesisConfig
 
-        v = self.voice_cfg
+        knobs = self.project(voice)
         return SynthesisConfig(
-            speaker_id=None if v["speaker_id"] < 0 else v["speaker_id"],
-            length_scale=v["length_scale"],
-            noise_scale=v["noise_scale"],
-            noise_w_scale=v["noise_w_scale"],
+            length_scale=knobs["length_scale"],
+            noise_scale=knobs["noise_scale"],
+            noise_w_scale=knobs["noise_w_scale"],
             volume=0.8,  # headroom for overlap-add at joins
         )
 
-    def synthesize(self, text: str) -> Synthesis:
+    def synthesize(self, text: str, voice: VoiceSchema) -> Synthesis:
         started = time.perf_counter()
         pieces: list[np.ndarray] = []
         phonemes: list[tuple[str, int, int]] = []
         position = 0
         if text.strip():
-            for chunk in self.voice.synthesize(text, syn_config=self.synthesis_config(), include_alignments=True):
+            for chunk in self.voice.synthesize(text, syn_config=self.synthesis_config(voice), include_alignments=True):
                 pcm = chunk.audio_int16_array
                 if chunk.phoneme_alignments:
                     at = position

@@ -20,7 +20,10 @@ def test_bench_ttff_writes_figures_with_their_floor(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     ttff = json.loads(out.read_text())["ttff"]
-    for key in ("generated_ms", "presented_ms", "floor_ms"):
-        assert ttff[key]["n"] == 2 and ttff[key]["median"] > 0
-    assert ttff["ratio_generated_to_floor"] > 0 and "floor" in ttff["method"].lower()
-    assert ttff["first_sentence"] == "Hello there, it is good to see you again."
+    for mode, first in (("sentence", "Hello there, it is good to see you again."), ("clause", "Hello there,")):
+        figures = ttff["modes"][mode]
+        assert figures["first_fragment"] == first
+        for key in ("generated_ms", "presented_ms", "floor_ms", "generated_from_first_token_ms"):
+            assert figures[key]["n"] == 2
+        assert figures["floor_ms"]["median"] > 0 and figures["ratio_generated_to_floor"] > 0
+    assert "floor" in ttff["method"].lower() and "clause_gain_ms" in ttff

@@ -78,7 +78,8 @@ def check_cli_surfaces(config, tmp_path):
     described = json.loads(result.stdout)
     assert set(described) == {"parser", "tts", "stitcher", "driver", "player"}
     assert all(d["fresh"] for d in described.values())
-    assert described["tts"]["adapter"]["name"] == "piper" and described["tts"]["adapter"]["supports_seed"] is True
+    assert described["tts"]["active"] == "piper" and described["tts"]["adapters"]["piper"]["supports_seed"] is True
+    assert set(described["tts"]["adapters"]) == {"piper", "espeak"}
     assert described["driver"]["renderer"]["name"] == "parametric-warp"
     jsonl = tmp_path / "timeline.jsonl"
     watcher = subprocess.Popen([sys.executable, "-m", "supervisor.personas_cli_entry", "timeline", "--jsonl", str(jsonl),
