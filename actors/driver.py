@@ -146,7 +146,7 @@ def run(ctx: ActorContext) -> None:
         ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
                  duration_ms=render_ms, surface=face.renderer.name,
                  data={"frames": n, "kind": head.kind, "credit_left": player_credit.available, "unit": "frames",
-                       "queued_frames": queued_frames(), "final": head.final})
+                       "link": "driver->player", "cost": n, "queued_frames": queued_frames(), "final": head.final})
         ctx.grant("stitcher", "stitcher->driver", n, "frames",
                   depth=queued_frames() + player_credit.depth + sent_since_report, playing=player_credit.playing)
 

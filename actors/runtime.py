@@ -30,6 +30,8 @@ from .config import from_env
 
 #: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
 DRAIN_LIMIT = 256
+#: How long an actor waits at start for the timeline proxy's subscription.
+SUBSCRIPTION_WAIT_MS = 5000
 
 
 def now_ns() -> int:
@@ -86,8 +88,14 @@ class ActorContext:
         self.system = self.socket(zmq.SUB)
         self.system.setsockopt(zmq.SUBSCRIBE, b"")
         self.system.connect(self.endpoints["system"])
-        self.timeline = self.socket(zmq.PUB, hwm=100_000)
+        # XPUB, not PUB: it hears the proxy's subscription, so we can wait for it before
+        # publishing anything (a PUB silently drops what it sends before that: slow joiner).
+        self.timeline = self.socket(zmq.XPUB, hwm=100_000)
         self.timeline.connect(self.endpoints["timeline_in"])
+        if self.timeline.poll(SUBSCRIPTION_WAIT_MS):
+            self.timeline.recv()
+        else:
+            self.log.warning("timeline proxy did not subscribe within %d ms; early events may be lost", SUBSCRIPTION_WAIT_MS)
         self.health = self.socket(zmq.PUSH, hwm=100)
         self.health.connect(self.endpoints["health"])
         self.peers: dict[str, zmq.Socket] = {}
@@ -126,8 +134,11 @@ class ActorContext:
             return False
 
     def grant(self, producer: str, link: str, amount: int, unit: str, depth: int = 0, playing: bool = False) -> None:
-        if amount > 0 or depth >= 0:
-            self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
+        """Give ``producer`` credit on ``link``; grants (not depth-only updates) go on the
+        timeline so anyone can audit that no producer ever overspends."""
+        if amount > 0:  # stamped before it is sent: the producer's spend can only come later
+            self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth})
+        self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
 
     def drain(self, sock: zmq.Socket, limit: int = DRAIN_LIMIT):
         """Yield decoded messages waiting on ``sock``; bad ones become error events."""
@@ -224,6 +235,11 @@ class ActorContext:
             self.running = False
             return
         self._beat_seq += 1
+        while True:  # subscription messages (the proxy reconnecting) must not pile up
+            try:
+                self.timeline.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
         try:
             stats = {**stats, "config_version": self.config_version}
             send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch, stats=stats), flags=zmq.NOBLOCK)

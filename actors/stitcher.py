@@ -202,7 +202,8 @@ def run(ctx: ActorContext) -> None:
         ctx.emit("span", "ok", frame=first, utterance_id=span.utterance_id, chunk_id=span.sequence_id,
                  surface="stitcher->driver",
                  data={"frames": n_frames, "kind": kind, "final": final, "credit_left": driver_credit.available,
-                       "unit": "frames", "lead": lead(), "buffered_ms": round(buffer.size * 1000 / sr, 1)})
+                       "unit": "frames", "link": "stitcher->driver", "cost": n_frames, "lead": lead(),
+                       "buffered_ms": round(buffer.size * 1000 / sr, 1)})
 
     def depth_ms() -> int:
         """Audio ahead of presentation: buffered here plus the frames already sent down."""

@@ -292,17 +292,19 @@ def run(ctx: ActorContext) -> None:
                        "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
                        "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes),
                        "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried})
-        if engine.name != state["last_adapter"] and state["last_adapter"]:
-            if state["config_swap"] and engine.name == active():
-                reason = "config"
-            elif engine.name == active():
-                reason = "recovered"
-            else:
-                reason = "stall" if len(job.tried) > 1 else "fallback"
-            state["config_swap"] = False
-            ctx.emit("swap", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
-                     data={"from": state["last_adapter"], "to": engine.name, "reason": reason})
-        state["last_adapter"] = engine.name
+        if len(result.pcm):  # swaps are about audio: an empty end-of-turn chunk changes nothing
+            previous = state["last_adapter"]
+            if previous and engine.name != previous:
+                if state["config_swap"] and engine.name == active():
+                    reason = "config"
+                elif engine.name == active():
+                    reason = "recovered"
+                else:
+                    reason = "stall" if len(job.tried) > 1 else "fallback"
+                state["config_swap"] = False
+                ctx.emit("swap", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
+                         data={"from": previous, "to": engine.name, "reason": reason})
+            state["last_adapter"] = engine.name
         outgoing.append(Outgoing(chunk, result, engine.name))
 
     def check_deadline() -> None:
@@ -343,7 +345,7 @@ def run(ctx: ActorContext) -> None:
             )
             ctx.send_to("stitcher", message)
             ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
-                     data={"piece": out.piece, "samples": n, "cost_ms": cost, "credit_left": stitcher_credit.available,
+                     data={"piece": out.piece, "samples": n, "cost": cost, "credit_left": stitcher_credit.available,
                            "unit": "ms", "link": "tts->stitcher", "last_piece": last, "adapter": out.adapter})
             out.sent += n
             out.piece += 1
@@ -364,11 +366,11 @@ def run(ctx: ActorContext) -> None:
         hint = (wish.target_tokens, wish.low_latency)
         changed = hint != state["hint"] and now - state["hint_sent_at"] >= HINT_INTERVAL_S
         if amount or force or changed:
-            ctx.send_to("parser", Credit(link="parser->tts", epoch=ctx.epoch, amount=amount, unit="chunks",
-                                         target_tokens=wish.target_tokens, low_latency=wish.low_latency))
-            ctx.emit("credit", surface="parser->tts",
+            ctx.emit("credit", surface="parser->tts",  # stamped before it is sent (see ActorContext.grant)
                      data={"link": "parser->tts", "amount": amount, "unit": "chunks", "target_tokens": wish.target_tokens,
                            "low_latency": wish.low_latency, "reason": wish.reason, "buffered_ms": state["downstream_ms"]})
+            ctx.send_to("parser", Credit(link="parser->tts", epoch=ctx.epoch, amount=amount, unit="chunks",
+                                         target_tokens=wish.target_tokens, low_latency=wish.low_latency))
             state["owed"] -= amount
             state["hint"], state["hint_sent_at"] = hint, now
 

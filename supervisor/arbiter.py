@@ -97,6 +97,7 @@ class Arbiter:
         self.config_version = 0
         self._config_changes: dict = {}  # every live change so far, re-sent to lagging actors
         self._config_resent_at = 0.0
+        self._config_set_at = 0.0
         self.ctx = zmq.Context()
         self._bind()
 
@@ -117,7 +118,7 @@ class Arbiter:
         self.system.bind(self.endpoints["system"])
         self.health = self._socket(zmq.PULL, hwm=10_000)
         self.health.bind(self.endpoints["health"])
-        self.timeline = self._socket(zmq.PUB, hwm=10_000)  # the supervisor's own events
+        self.timeline = self._socket(zmq.XPUB, hwm=10_000)  # the supervisor's own events
         self.timeline.connect(self.endpoints["timeline_in"])
         self.acks = self._socket(zmq.SUB, hwm=100_000)
         self.acks.setsockopt(zmq.SUBSCRIBE, b"")
@@ -129,6 +130,9 @@ class Arbiter:
         self._proxy.start()
         if not ready.wait(5):
             raise StartupError("timeline proxy did not start")
+        if not self.timeline.poll(3000):  # our own subscription arrives: no event of ours is lost
+            raise StartupError("timeline proxy did not subscribe")
+        self.timeline.recv()
 
     def _timeline_proxy(self, ready: threading.Event) -> None:
         """XSUB (actors) <-> XPUB (subscribers), with a capture copy for barge-in acks."""
@@ -144,6 +148,7 @@ class Arbiter:
         except zmq.ZMQError as exc:
             LOG.error("timeline proxy cannot bind: %s", exc)
             return
+        frontend.send(b"\x01")  # subscribe to everything ourselves: actors may publish before anyone listens
         ready.set()
         try:
             zmq.proxy_steerable(frontend, backend, capture, control_sock)
@@ -223,8 +228,9 @@ class Arbiter:
                 watcher.rss_bytes = watcher.ps.memory_info().rss if watcher.ps else 0
             except psutil.Error:
                 pass
-        lagging = [w.name for w in self.watchers.values()
-                   if w.state == "ready" and w.stats.get("config_version", self.config_version) < self.config_version]
+        lagging = [w.name for w in self.watchers.values()  # judged only from beats sent after the change
+                   if w.state == "ready" and w.last_beat - self._config_set_at > 0.5
+                   and w.stats.get("config_version", self.config_version) < self.config_version]
         if lagging and now - self._config_resent_at > 1.0:
             self._config_resent_at = now  # PUB can drop: send the whole live state again
             send(self.system, ConfigUpdate(version=self.config_version, changes=self._config_changes))
@@ -364,6 +370,7 @@ class Arbiter:
             load_voice(changes["voice.persona"])  # fail here, not in the actor
         apply_changes(self.config, changes)
         self.config_version += 1
+        self._config_set_at = time.monotonic()
         self._config_changes.update(changes)
         send(self.system, ConfigUpdate(version=self.config_version, changes=changes))
         self._emit("config", data={"version": self.config_version, "changes": changes})

@@ -235,3 +235,23 @@ def summarize(values: list[float]) -> dict:
     p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
     return {"n": len(values), "median": round(statistics.median(values), 1), "p95": round(p95, 1),
             "min": round(values[0], 1), "max": round(values[-1], 1)}
+
+
+def credit_audit(events: list[dict]) -> dict[tuple[str, int], dict]:
+    """Replay every credit link from the timeline: per (link, epoch), at every send the
+    cumulative cost must not exceed the cumulative grants seen before it.
+    Returns {(link, epoch): {"granted", "spent", "overdrafts": [...]}}."""
+    ledgers: dict[tuple[str, int], dict] = defaultdict(lambda: {"granted": 0, "spent": 0, "overdrafts": []})
+    for e in sorted(events, key=lambda e: e["ts_ns"]):
+        data = e["data"] or {}
+        link = data.get("link")
+        if not link or e["result"] != "ok":
+            continue
+        ledger = ledgers[(link, e["epoch"])]
+        if e["stage"] == "credit":
+            ledger["granted"] += int(data.get("amount", 0))
+        elif "cost" in data:
+            ledger["spent"] += int(data["cost"])
+            if ledger["spent"] > ledger["granted"]:
+                ledger["overdrafts"].append({"ts_ns": e["ts_ns"], "spent": ledger["spent"], "granted": ledger["granted"]})
+    return dict(ledgers)

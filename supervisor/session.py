@@ -79,6 +79,21 @@ class Session:
         """Feed ``text`` as LLM-like tokens plus ``end``; returns the token count."""
         return self.feeder.feed(tokenize_like_llm(text, seed), rate=rate)
 
+    def say_in_background(self, text: str, rate: float, seed: int = 0):
+        """Feed like a live LLM while the caller watches the timeline; returns the thread."""
+        import threading
+
+        feeder = Feeder(self.endpoints["ingress"])
+        tokens = tokenize_like_llm(text, seed)
+
+        def run() -> None:
+            feeder.feed(tokens, rate=rate)
+            feeder.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
     def wait_turn_end(self, timeout: float = 30.0, after: int = 0) -> dict:
         event = self.timeline.wait_for(lambda e: e["actor"] == "parser" and e["stage"] == "turn_end", timeout, after)
         if event is None:

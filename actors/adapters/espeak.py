@@ -117,7 +117,7 @@ class EspeakAdapter(TTSAdapter):
         self.sample_rate = self.engine.sample_rate
 
     def project(self, voice: VoiceSchema) -> dict:
-        variant = {"male": "+m3", "female": "+f3"}.get(str(voice.timbre.get("gender", "")), "")
+        variant = {"male": "+m3", "female": "+f2"}.get(str(voice.timbre.get("gender", "")), "")
         return {
             "voice": f"{voice.accent}{variant}",
             "rate_wpm": int(round(165 * voice.pace)),
