@@ -126,3 +126,85 @@ def set_first_fragment(session: Session, mode: str) -> None:
         timeout=5, start=start)
     if applied is None:
         raise RuntimeError("the parser did not apply the first-fragment rule")
+
+
+BARGE_SCRIPT = ("Let me tell you a long story about the lighthouse keeper who lived on a small island, "
+                "far away from the busy harbour town. Every evening he climbed the narrow stairs, lit the great "
+                "lamp, and watched the ships pass safely through the dark water until morning came again.")
+
+
+def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
+                               echo: Callable[[str], None] = print) -> list[dict]:
+    """Start speaking, interrupt at a random moment (ingress or control, alternately), repeat.
+    Per point: when it was sent, the next presentation tick after it (the floor for a
+    frame-aligned cut) and the last presentation of old-epoch audio."""
+    import random
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(points):
+        start = len(session.timeline.events)
+        session.say(BARGE_SCRIPT, rate=0, seed=i)
+        speaking = session.timeline.wait_for(lambda e: e["stage"] == "present" and e["data"].get("kind") == "speech"
+                                             and e["result"] == "ok", 30, start)
+        if speaking is None:
+            raise RuntimeError("the avatar never started speaking")
+        time.sleep(rng.uniform(0.1, 2.5))
+        old_epoch = speaking["epoch"]
+        via = "ingress" if i % 2 == 0 else "control"
+        sent_ns = time.monotonic_ns()
+        if via == "ingress":
+            session.feeder.control("barge_in")
+        else:
+            session.control.call("barge_in", reason="bench")
+        acked = session.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "barge_in"
+                                          and e["epoch"] > old_epoch and "all_acknowledged_ms" in e["data"], 10, start)
+        time.sleep(0.15)  # let the last old frame (if any) be presented
+        events = session.timeline.events[start:]
+        presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present"]
+        old_audio = [e["ts_ns"] for e in presents if e["epoch"] <= old_epoch and e["data"].get("rms", 0) > 0]
+        next_tick = min((e["ts_ns"] for e in presents if e["ts_ns"] >= sent_ns), default=None)
+        last_old = max(old_audio) if old_audio else None
+        late_old = [e for e in presents if e["epoch"] <= old_epoch and e["ts_ns"] > sent_ns]
+        record = {
+            "via": via, "sent_ns": sent_ns, "old_epoch": old_epoch,
+            "new_epoch": acked["epoch"] if acked else None,
+            "acknowledged_ms": acked["data"]["all_acknowledged_ms"] if acked else None,
+            "cut_ms": round(max(0, (last_old or sent_ns) - sent_ns) / 1e6, 2),
+            "next_frame_boundary_ms": round((next_tick - sent_ns) / 1e6, 2) if next_tick else None,
+            "old_frames_after_barge_in": len(late_old),
+            "old_frames_after_barge_in_audible": sum(1 for e in late_old if e["data"].get("rms", 0) > 0),
+        }
+        records.append(record)
+        echo(f"point {i + 1:>2} via {via:<7}: last old audio {record['cut_ms']:6.1f} ms after the barge-in "
+             f"(next frame boundary {record['next_frame_boundary_ms']} ms), acks in {record['acknowledged_ms']} ms, "
+             f"old frames after it {record['old_frames_after_barge_in']}")
+    return records
+
+
+def bargein(config_path: str | None, overrides, points: int = 50, echo: Callable[[str], None] = print) -> dict:
+    session = Session(config_path, overrides, log="out/bench-supervisor.log")
+    session.start()
+    try:
+        records = interrupt_at_random_points(session, points, echo=echo)
+    finally:
+        session.stop()
+    cut = [r["cut_ms"] for r in records]
+    boundary = [r["next_frame_boundary_ms"] for r in records if r["next_frame_boundary_ms"] is not None]
+    result = {
+        "method": ("Speak a long paragraph, wait a random 0.1-2.5 s after speech starts, send a barge-in "
+                   "(alternately {type: barge_in} on the ingress and the control endpoint), repeat. 'cut' = from "
+                   "sending to the last presentation of audio of the old epoch (the one faded frame); baseline = "
+                   "from sending to the next presentation tick, the earliest a frame-aligned cut can happen."),
+        "points": points,
+        "cut_ms": summarize(cut),
+        "next_frame_boundary_ms": summarize(boundary),
+        "acknowledged_by_all_ms": summarize([r["acknowledged_ms"] for r in records if r["acknowledged_ms"] is not None]),
+        "old_frames_after_cut": sum(max(0, r["old_frames_after_barge_in"] - 1) for r in records),
+        "target_ms": 40,
+        "machine": machine(),
+    }
+    echo(f"\nbarge-in -> last old audio: median {result['cut_ms']['median']} ms, max {result['cut_ms']['max']} ms "
+         f"(target <= 40); next frame boundary: median {result['next_frame_boundary_ms']['median']} ms; "
+         f"all actors acknowledged: median {result['acknowledged_by_all_ms']['median']} ms")
+    return result

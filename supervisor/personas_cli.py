@@ -145,12 +145,28 @@ def bench() -> None:
 def bench_ttff(runs, json_path, config_path, overrides) -> None:
     from .benchmarks import ttff
 
-    result = ttff(config_path, overrides, runs=runs, echo=click.echo)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        existing = json.loads(Path(json_path).read_text()) if Path(json_path).exists() else {}
-        existing["ttff"] = result
-        Path(json_path).write_text(json.dumps(existing, indent=2))
-        click.echo(f"wrote {json_path}")
+    save_bench(json_path, "ttff", ttff(config_path, overrides, runs=runs, echo=click.echo))
 
 
+
+
+@bench.command("bargein", help="Barge-in at random points: time to the last old audio sample, vs the next frame boundary.")
+@click.option("--points", default=50, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="add the results to this JSON file")
+@OPTION_CONFIG
+@OPTION_SET
+def bench_bargein(points, json_path, config_path, overrides) -> None:
+    from .benchmarks import bargein
+
+    save_bench(json_path, "bargein", bargein(config_path, overrides, points=points, echo=click.echo))
+
+
+def save_bench(json_path: str | None, key: str, result: dict) -> None:
+    if not json_path:
+        return
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    existing[key] = result
+    path.write_text(json.dumps(existing, indent=2))
+    click.echo(f"wrote {json_path}")
