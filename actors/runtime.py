@@ -116,10 +116,11 @@ class ActorContext:
         kwargs.setdefault("linger_ms", self._linger)
         return make_socket(self.zmq, kind, **kwargs)
 
-    def peer(self, name: str, hwm: int = 1000) -> zmq.Socket:
-        """PUSH socket to another actor's inbox (created once)."""
+    def peer(self, name: str) -> zmq.Socket:
+        """PUSH socket to another actor's inbox (created once), its HWM set from the link's
+        credit window: a safety net that credit should never let us reach."""
         if name not in self.peers:
-            sock = self.socket(zmq.PUSH, hwm=hwm)
+            sock = self.socket(zmq.PUSH, hwm=link_hwm(self.config, self.name, name))
             sock.connect(self.endpoints[name])
             self.peers[name] = sock
         return self.peers[name]
@@ -260,6 +261,19 @@ class ActorContext:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.log.info("signal %d: stopping", signum)
         self.running = False
+
+
+def link_hwm(config: dict, sender: str, receiver: str) -> int:
+    """Twice the messages a data link's credit window allows; generous for control-only links."""
+    flow = config["flow"]
+    windows = {
+        ("parser", "tts"): flow["tts_window_chunks"],
+        ("tts", "stitcher"): flow["stitcher_window_ms"] // 100,  # pieces are >= ~100 ms
+        ("stitcher", "driver"): flow["driver_window_frames"],
+        ("driver", "player"): flow["player_window_frames"],
+    }
+    window = windows.get((sender, receiver))
+    return 2 * int(window) + 8 if window else 1000
 
 
 def setup_logging(name: str) -> None:

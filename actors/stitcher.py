@@ -10,9 +10,10 @@ the driver needs to render exactly those frames.
 
 When nothing is being said the timeline keeps running: silent ``fill`` frames are
 emitted just ahead of presentation (``idle_lead_frames``, or ``jitter_min_frames``
-until the player has started), so the face stays alive and speech can start within
-a few frames. Fill needed in the middle of an utterance is a *gap* (the TTS fell
-behind) and is reported as one on the timeline.
+until the player has started), so the face stays alive; the player skips queued fill
+when speech arrives. In the middle of an utterance fill is inserted only when fewer
+than ``gap_lead_frames`` remain: that is a *gap* (text or TTS fell behind), reported
+on the timeline.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def run(ctx: ActorContext) -> None:
     window_ms = int(flow["stitcher_window_ms"])
     overlap = int(sr * flow["stitch_overlap_ms"] / 1000)
     idle_lead, jitter_min = int(flow["idle_lead_frames"]), int(flow["jitter_min_frames"])
+    gap_lead = int(flow["gap_lead_frames"])
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, math.pi, max(overlap, 1), dtype=np.float32))
     fade_in, fade_out = ramp, ramp[::-1].copy()
     buffer = SampleBuffer(window_ms * sr // 1000 + 2 * sr)  # window + resampling/padding slack
@@ -250,7 +252,12 @@ def run(ctx: ActorContext) -> None:
             final = flushing and frame_start_sample(next_frame + n, sr, fps) - buffer_start() >= buffer.size
             emit_span(n, "speech", final=final)
         elif driver_credit.available > 0:
-            target = idle_lead if driver_credit.playing else max(idle_lead, jitter_min)
+            # Idle: a deep lead (skipped for free when speech comes). Mid-utterance: wait for the
+            # late chunk as long as is safe, since every fill frame there is an audible gap.
+            if in_utterance:
+                target = gap_lead
+            else:
+                target = idle_lead if driver_credit.playing else max(idle_lead, jitter_min)
             if lead() < target:
                 if in_utterance and buffer.size > 0:
                     # The TTS fell behind mid-utterance: play out the held tail now.

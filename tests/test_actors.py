@@ -79,7 +79,7 @@ def test_stitcher_keeps_an_idle_lead_of_fill_frames_and_drops_stale_epochs(stitc
     stitcher.send(Credit(link="stitcher->driver", epoch=0, amount=20, unit="frames", depth=0, playing=True))
     stitcher.pump(0.5)
     fill = [s for s in spans(stitcher) if s.kind == "fill"]
-    assert sum(s.n_frames for s in fill) == 3  # idle_lead_frames, then it waits for the lead to drain
+    assert sum(s.n_frames for s in fill) == 6  # idle_lead_frames, then it waits for the lead to drain
     assert all(np.all(np.frombuffer(s.pcm, np.int16) == 0) for s in fill)
     stitcher.broadcast(BargeIn(epoch=1, reason="test"))
     stitcher.pump(0.3)

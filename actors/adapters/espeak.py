@@ -79,7 +79,7 @@ class EspeakEngine:
         i = 0
         while events[i].type != EVENT_LIST_TERMINATED:
             e = events[i]
-            if e.type == EVENT_WORD:
+            if e.type == EVENT_WORD and e.text_position > 0:  # position 0: a sentence-boundary artefact
                 self._words.append((e.text_position - 1, e.sample))
             elif e.type == EVENT_PHONEME:
                 name = bytes(e.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -100,7 +100,10 @@ class EspeakEngine:
             self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
             self.lib.espeak_Synchronize()
             pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
-            return pcm, list(self._words), list(self._phonemes)
+            first_sample: dict[int, int] = {}
+            for char, sample in self._words:
+                first_sample.setdefault(char, sample)
+            return pcm, sorted(first_sample.items()), list(self._phonemes)
 
     def abort(self) -> None:
         self._abort = True
@@ -148,7 +151,7 @@ class EspeakAdapter(TTSAdapter):
             if end > start:
                 phonemes.append((name, start, end - start))
         return Synthesis(pcm=pcm, sample_rate=self.sample_rate, phonemes=split_multichar(phonemes),
-                         word_anchors=sorted(set(words)), render_ms=(time.perf_counter() - started) * 1000)
+                         word_anchors=words, render_ms=(time.perf_counter() - started) * 1000)
 
     def cancel(self) -> None:
         if self.engine is not None:

@@ -25,7 +25,7 @@ from .espeak import EspeakEngine
 from .voice import VoiceSchema
 
 MAX_LINE = 64 * 1024
-MAX_DATA = 64 * 1024
+MAX_DATA = 1024 * 1024  # the describe reply lists every voice the server knows (~90 KB for piper)
 MAX_PAYLOAD = 4 * 1024 * 1024
 MAX_AUDIO_S = 120
 

@@ -92,7 +92,9 @@ def check_cli_surfaces(config, tmp_path):
 
 
 def test_a_marker_changes_the_face_from_its_time_on_and_not_before(tmp_path, artifacts):
-    config = write_config(tmp_path / "personas.toml", {"driver": {"idle_motion": False}})
+    # One chunk per sentence (no clause-first cut): the two utterances then align frame for frame.
+    config = write_config(tmp_path / "personas.toml", {"driver": {"idle_motion": False},
+                                                       "controller": {"first_fragment": "sentence"}})
     plain = "Hello there, I am very happy to see you today."
     marked = "Hello there, I am very <v:expression:smile>happy to see you today."
     with Session(str(config), log=tmp_path / "supervisor.log") as session:

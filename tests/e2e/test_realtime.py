@@ -49,6 +49,28 @@ def spoken_chunks(session, utterance_id, epoch):
     return [(parsed[e["chunk_id"]], e["data"]["adapter"]) for e in sorted(synth, key=lambda e: e["chunk_id"])]
 
 
+def check_control_cli(config):
+    """`personas-supervisor adapters`, `config get` and `config set` (including refusals)."""
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "supervisor"]
+    out = subprocess.run(cli + ["adapters", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    descriptors = json.loads(out.stdout.split("\n", 1)[1])
+    assert set(descriptors) == {"piper", "espeak"}
+    for d in descriptors.values():
+        assert {"name", "streaming", "unit", "granularity", "voices", "supports_barge_in", "supports_seed",
+                "stateful_context", "limits", "projection"} <= set(d)
+    out = subprocess.run(cli + ["config", "get", "tts.adapter", "--config", str(config)], capture_output=True, text=True)
+    assert out.stdout.strip() == "piper"
+    refused = subprocess.run(cli + ["config", "set", "media.fps=30", "--config", str(config)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "cannot change while running" in refused.stderr
+    bad = subprocess.run(cli + ["config", "set", "tts.adapter=nope", "--config", str(config)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "loaded adapters" in bad.stderr
+
+
 def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
     config = write_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
     recording = artifacts / "swap.mp4"
@@ -63,6 +85,7 @@ def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
         assert session.timeline.wait_for(lambda e: e["stage"] == "synth" and e["data"].get("adapter") == "espeak", 30, start)
         time.sleep(2.5)
         set_config(session, tts__adapter="piper")
+        check_control_cli(config)
         feeding.join(60)
         turn = session.wait_turn_end(after=start, timeout=60)
         session.wait_presented(turn["utterance_id"], 90, epoch=turn["epoch"])

