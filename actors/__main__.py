@@ -9,7 +9,10 @@ from actors import ACTOR_NAMES as ACTORS
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in ACTORS:
         sys.exit(f"usage: python -m actors {{{'|'.join(ACTORS)}}}")
-    importlib.import_module(f"actors.{sys.argv[1]}").main()
+    from actors.runtime import run_actor
+
+    name = sys.argv[1]
+    run_actor(name, importlib.import_module(f"actors.{name}").run)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from collections import deque
 import numpy as np
 import zmq
 
-from protocol import AudioSpan, AVPacket, BargeIn, Credit, Shutdown, VisualMarker, frame_start_sample
+from protocol import AudioSpan, AVPacket, Credit, VisualMarker, frame_start_sample
 
 from .render import FaceDriver, MarkerError, frame_rms
-from .runtime import ActorContext, CreditLedger, setup_logging
+from .runtime import ActorContext, CreditLedger
 
 NAME = "driver"
 MAX_PENDING_MARKERS = 256
@@ -166,11 +166,7 @@ def run(ctx: ActorContext) -> None:
     while ctx.running:
         can_render = bool(spans) and player_credit.available > 0
         poller.poll(0 if can_render else ctx.poll_timeout_ms())
-        for msg in ctx.system_messages():
-            if isinstance(msg, BargeIn):
-                start_epoch(msg.epoch, msg.reason)
-            elif isinstance(msg, Shutdown):
-                ctx.running = False
+        ctx.handle_system(start_epoch)
         for msg in ctx.drain(ctx.inbox):
             if getattr(msg, "epoch", ctx.epoch) > ctx.epoch:
                 start_epoch(msg.epoch, f"{msg.TYPE} from newer epoch")
@@ -196,12 +192,3 @@ def run(ctx: ActorContext) -> None:
         ctx.heartbeat({"queued_frames": queued_frames(), "next_frame": next_frame(),
                        "pending_markers": sum(len(v) for v in pending_markers.values()),
                        "credit": {"player_frames": player_credit.available}, "device": str(face.device)})
-
-
-def main() -> None:
-    setup_logging(NAME)
-    ctx = ActorContext(NAME)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()

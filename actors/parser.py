@@ -16,7 +16,6 @@ from collections import deque
 import zmq
 
 from protocol import (
-    BargeIn,
     ConfigUpdate,
     Credit,
     EpochRequest,
@@ -24,14 +23,13 @@ from protocol import (
     IngressEnd,
     IngressToken,
     ProtocolError,
-    Shutdown,
     TextChunk,
     VisualMarker,
     parse_ingress,
 )
 from protocol.limits import INGRESS_MAX_BYTES, INGRESS_SOCKET_MAX_BYTES
 
-from .runtime import ActorContext, CreditLedger, now_ns, setup_logging
+from .runtime import ActorContext, CreditLedger, now_ns
 from .config import apply_changes
 from .stream_parser import ChunkPolicy, ParsedChunk, ParsedMarker, ParseError, StreamParser
 
@@ -130,6 +128,13 @@ def run(ctx: ActorContext) -> None:
             barge_requested_at = time.monotonic()
             ctx.request(EpochRequest(source=NAME, reason="ingress barge_in", requested_at_ns=received))
 
+    def apply_config(update: ConfigUpdate) -> None:
+        mine = {k: v for k, v in update.changes.items() if k.startswith("controller.")}
+        if mine:
+            apply_changes(ctx.config, mine)
+            parser.policy = policy_from(ctx.config, parser.policy.target_tokens)
+            ctx.emit("config", data={"version": update.version, "applied": mine, "at": "next character"})
+
     def enter_epoch(epoch: int, cause: str) -> None:
         nonlocal barge_requested_at, utterance_id
         if not ctx.adopt_epoch(epoch, cause):
@@ -157,17 +162,7 @@ def run(ctx: ActorContext) -> None:
     while ctx.running:
         poller.modify(ingress, zmq.POLLIN if len(outbox) < max_buffered else 0)
         events = dict(poller.poll(ctx.poll_timeout_ms()))
-        for msg in ctx.system_messages():  # system first: barge-in beats queued data
-            if isinstance(msg, BargeIn):
-                enter_epoch(msg.epoch, msg.reason)
-            elif isinstance(msg, ConfigUpdate):
-                mine = {k: v for k, v in msg.changes.items() if k.startswith("controller.")}
-                if mine:
-                    apply_changes(ctx.config, mine)
-                    parser.policy = policy_from(ctx.config, parser.policy.target_tokens)
-                    ctx.emit("config", data={"version": msg.version, "applied": mine, "at": "next character"})
-            elif isinstance(msg, Shutdown):
-                ctx.running = False
+        ctx.handle_system(enter_epoch, apply_config)  # system first: barge-in beats queued data
         for msg in ctx.drain(ctx.inbox):
             if isinstance(msg, Credit):
                 if msg.epoch > ctx.epoch:
@@ -197,12 +192,3 @@ def run(ctx: ActorContext) -> None:
         ctx.heartbeat({"queued_chunks": len(outbox), "buffered_chars": parser.buffered_chars,
                        "credit": {"tts": tts_credit.available}, "utterance_id": utterance_id})
     ingress.close()
-
-
-def main() -> None:
-    setup_logging(NAME)
-    ctx = ActorContext(NAME)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()

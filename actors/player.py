@@ -22,10 +22,10 @@ from collections import deque
 import numpy as np
 import zmq
 
-from protocol import AVPacket, BargeIn, Shutdown, frame_start_sample
+from protocol import AVPacket, frame_start_sample
 from protocol.transport import send
 
-from .runtime import ActorContext, setup_logging
+from .runtime import ActorContext
 from .sinks import Mp4Recorder, Overlay
 
 NAME = "player"
@@ -124,11 +124,7 @@ def run(ctx: ActorContext) -> None:
     while ctx.running:
         due = t0 + tick * frame_s if playing else time.monotonic() + frame_s
         poller.poll(ctx.poll_timeout_ms(due))
-        for msg in ctx.system_messages():
-            if isinstance(msg, BargeIn):
-                start_epoch(msg.epoch, msg.reason)
-            elif isinstance(msg, Shutdown):
-                ctx.running = False
+        ctx.handle_system(start_epoch)
         for msg in ctx.drain(ctx.inbox):
             if isinstance(msg, AVPacket):
                 if msg.epoch > ctx.epoch:
@@ -147,6 +143,9 @@ def run(ctx: ActorContext) -> None:
                     ctx.grant("driver", "driver->player", skipped, "frames", depth=len(buffer), playing=True)
                 buffer.append(msg)
         now = time.monotonic()
+        if playing and 0 < due - now < 0.003:
+            time.sleep(due - now)  # poll's millisecond timer is too coarse for a sample clock
+            now = time.monotonic()
         if not playing and len(buffer) >= jitter_min:
             playing, t0, tick = True, now, 0
             ctx.emit("playback_start", data={"buffered": len(buffer)})
@@ -175,12 +174,3 @@ def fade_out(pcm: np.ndarray, n: int) -> np.ndarray:
     ramp = 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, n))
     out[:n] = (pcm[:n].astype(np.float32) * ramp).astype(np.int16)
     return out
-
-
-def main() -> None:
-    setup_logging(NAME)
-    ctx = ActorContext(NAME)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()

@@ -167,6 +167,19 @@ class ActorContext:
                 out.append(msg)
         return out
 
+    def handle_system(self, on_epoch, on_config=None) -> None:
+        """Dispatch what the system channel brought, before any data is looked at:
+        ``on_epoch(epoch, reason)`` for a barge-in, ``on_config(update)`` for live config,
+        and stop the loop on shutdown."""
+        for msg in self.system_messages():
+            if isinstance(msg, BargeIn):
+                on_epoch(msg.epoch, msg.reason)
+            elif isinstance(msg, ConfigUpdate):
+                if on_config is not None:
+                    on_config(msg)
+            elif isinstance(msg, Shutdown):
+                self.running = False
+
     def adopt_epoch(self, epoch: int, cause: str) -> bool:
         """Move to a newer epoch; True if it changed. Acknowledged on the timeline."""
         if epoch <= self.epoch:
@@ -251,7 +264,7 @@ class ActorContext:
     def poll_timeout_ms(self, *deadlines: float) -> int:
         """Milliseconds until the nearest of the given monotonic deadlines or the next beat."""
         nearest = min((self._next_beat, *deadlines))
-        return max(0, min(1000, int((nearest - time.monotonic()) * 1000) + 1))
+        return max(0, min(1000, int((nearest - time.monotonic()) * 1000)))
 
     def close(self) -> None:
         for sock in [self.inbox, self.system, self.timeline, self.health, *self.peers.values()]:
@@ -261,6 +274,16 @@ class ActorContext:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.log.info("signal %d: stopping", signum)
         self.running = False
+
+
+def run_actor(name: str, run) -> None:
+    """Process entry point: logging, the actor's context, its loop, a clean close."""
+    setup_logging(name)
+    ctx = ActorContext(name)
+    try:
+        run(ctx)
+    finally:
+        ctx.close()
 
 
 def link_hwm(config: dict, sender: str, receiver: str) -> int:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from protocol import AudioChunk, AudioSpan, BargeIn, Credit, Shutdown, frame_start_sample
+from protocol import AudioChunk, AudioSpan, Credit, frame_start_sample
 
-from .runtime import ActorContext, CreditLedger, setup_logging
+from .runtime import ActorContext, CreditLedger
 
 NAME = "stitcher"
 #: Largest span sent in one message (frames); the driver renders in smaller batches anyway.
@@ -228,11 +228,7 @@ def run(ctx: ActorContext) -> None:
 
     while ctx.running:
         poller.poll(max(1, min(ctx.poll_timeout_ms(), int(frame_s * 500))))
-        for msg in ctx.system_messages():
-            if isinstance(msg, BargeIn):
-                start_epoch(msg.epoch, msg.reason)
-            elif isinstance(msg, Shutdown):
-                ctx.running = False
+        ctx.handle_system(start_epoch)
         for msg in ctx.drain(ctx.inbox):
             if getattr(msg, "epoch", ctx.epoch) > ctx.epoch:
                 start_epoch(msg.epoch, f"{msg.TYPE} from newer epoch")
@@ -329,12 +325,3 @@ def describe(config: dict) -> dict:
         "credit": {"grants": {"link": "tts->stitcher", "unit": "ms", "window": flow["stitcher_window_ms"]},
                    "spends": {"link": "stitcher->driver", "unit": "frames"}},
     }
-
-
-def main() -> None:
-    setup_logging(NAME)
-    ctx = ActorContext(NAME)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()

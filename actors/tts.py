@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from protocol import AudioChunk, BargeIn, ConfigUpdate, Credit, Shutdown, TextChunk
+from protocol import AudioChunk, ConfigUpdate, Credit, TextChunk
 
 from .adapters import Synthesis, TTSAdapter, VoiceSchemaError, load_voice, make_adapter
 from .adapters.fault import FaultInjector
 from .adapters.voice import VoiceSchema
 from .config import apply_changes
 from .rate_controller import RateController
-from .runtime import ActorContext, CreditLedger, setup_logging
+from .runtime import ActorContext, CreditLedger
 
 NAME = "tts"
 #: Pieces smaller than this wait for more credit (unless it is the chunk's remainder).
@@ -387,13 +387,7 @@ def run(ctx: ActorContext) -> None:
         job = state["job"]
         timeout = ctx.poll_timeout_ms(job.deadline if job and math.isfinite(job.deadline) else time.monotonic() + HINT_INTERVAL_S)
         poller.poll(timeout)
-        for msg in ctx.system_messages():
-            if isinstance(msg, BargeIn):
-                start_epoch(msg.epoch, msg.reason)
-            elif isinstance(msg, ConfigUpdate):
-                apply_config(msg)
-            elif isinstance(msg, Shutdown):
-                ctx.running = False
+        ctx.handle_system(start_epoch, apply_config)
         for msg in ctx.drain(ctx.inbox):
             if getattr(msg, "epoch", ctx.epoch) > ctx.epoch:
                 start_epoch(msg.epoch, f"{msg.TYPE} from newer epoch")
@@ -425,12 +419,3 @@ def run(ctx: ActorContext) -> None:
                        "downstream_ms": state["downstream_ms"], "controller": controller.state()})
     for engine in engines.values():
         engine.worker.close()
-
-
-def main() -> None:
-    setup_logging(NAME)
-    ctx = ActorContext(NAME)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()

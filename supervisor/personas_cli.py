@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
+from . import cli as supervisor_cli
 from .cli import OPTION_CONFIG, OPTION_SET, resolve_config
 from .client import Feeder, TimelineRecorder, tokenize_like_llm, ttff_by_chunk
-from .control import ControlClient
 
 
 @click.group(help="Talk to a running Personas system, or run one end to end.")
@@ -121,15 +121,7 @@ def fmt_ms(value) -> str:
     return f"{value:7.1f}ms" if value is not None else "      n/a"
 
 
-@main.command("barge-in", help="Interrupt the avatar now (same as {\"type\": \"barge_in\"} on the ingress).")
-@OPTION_CONFIG
-@OPTION_SET
-def barge_in(config_path, overrides) -> None:
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint).call("barge_in", reason="personas barge-in")
-    if reply is None:
-        raise click.ClickException(f"no supervisor answering at {endpoint}")
-    click.echo(f"epoch {reply['epoch']}")
+main.add_command(supervisor_cli.barge_in)  # the same command as `personas-supervisor barge-in`
 
 
 @main.group(help="Benchmarks; each figure comes with a baseline measured in the same run.")

@@ -31,7 +31,7 @@ def speech_like(seconds: float, sr: int = 22050) -> tuple[np.ndarray, list]:
     """Alternating vowel/closure phonemes with matching loud/quiet audio."""
     n = int(seconds * sr)
     pcm = np.zeros(n, np.int16)
-    phonemes, at, step = [], 0, sr // 8
+    phonemes, step = [], sr // 8
     for i in range(0, n, step):
         loud = (i // step) % 2 == 0
         seg = min(step, n - i)
