@@ -42,6 +42,7 @@ def run(ctx: ActorContext) -> None:
     anchors: dict[int, tuple[int, tuple]] = {}  # sequence_id -> (start sample, word anchors)
     pending_markers: dict[int, list[VisualMarker]] = {}
     first_frame_sent: set[int] = set()  # sequence ids whose first frame is out
+    added_since_render: list[int] = []  # chunks whose phonemes arrived since the last render (for replay)
     sent_since_report = 0
 
     def queued_frames() -> int:
@@ -50,12 +51,12 @@ def run(ctx: ActorContext) -> None:
     def next_frame() -> int:
         return spans[0].first_frame + rendered_in_head if spans else -1
 
-    def start_epoch(epoch: int, cause: str) -> None:
+    def start_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         nonlocal rendered_in_head, sent_since_report
         if ctx.adopt_epoch(epoch, cause):
             spans.clear()
             rendered_in_head = 0
-            chunk_starts.clear(), anchors.clear(), pending_markers.clear()
+            chunk_starts.clear(), anchors.clear(), pending_markers.clear(), added_since_render.clear()
             face.animator.forget_speech()
             player_credit.enter_epoch(epoch)
             sent_since_report = 0
@@ -78,12 +79,17 @@ def run(ctx: ActorContext) -> None:
         ctx.emit("marker", "late" if late else "ok", frame=frame, utterance_id=marker.utterance_id,
                  chunk_id=marker.sequence_id,
                  data={"command": marker.command, "value": marker.value, "char_offset": marker.timestamp_offset,
-                       "sample": sample, "ms_into_chunk": round((sample - start) * 1000 / sr, 1)})
+                       "sample": sample, "ms_into_chunk": round((sample - start) * 1000 / sr, 1),
+                       "applied_frame": max(frame, upcoming) if late else frame})
 
     def on_span(span: AudioSpan) -> None:
         spans.append(span)
-        face.animator.add_phonemes(list(span.phonemes))
+        starts = sorted(s[1] for s in span.chunk_starts)
+        for i, first in enumerate(starts):  # one call per chunk: replay rebuilds exactly these groups
+            until = starts[i + 1] if i + 1 < len(starts) else float("inf")
+            face.animator.add_phonemes([p for p in span.phonemes if first <= p[1] < until])
         for sequence_id, start, word_anchors, provenance in span.chunk_starts:
+            added_since_render.append(sequence_id)
             bisect.insort(chunk_starts, (start, sequence_id, provenance))
             anchors[sequence_id] = (start, word_anchors)
             for marker in pending_markers.pop(sequence_id, []):
@@ -146,7 +152,9 @@ def run(ctx: ActorContext) -> None:
         ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
                  duration_ms=render_ms, surface=face.renderer.name,
                  data={"frames": n, "kind": head.kind, "credit_left": player_credit.available, "unit": "frames",
-                       "link": "driver->player", "cost": n, "queued_frames": queued_frames(), "final": head.final})
+                       "link": "driver->player", "cost": n, "queued_frames": queued_frames(), "final": head.final,
+                       "added_chunks": list(added_since_render)})
+        added_since_render.clear()
         ctx.grant("stitcher", "stitcher->driver", n, "frames",
                   depth=queued_frames() + player_credit.depth + sent_since_report, playing=player_credit.playing)
 

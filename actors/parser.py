@@ -67,17 +67,24 @@ def run(ctx: ActorContext) -> None:
     tts_credit = CreditLedger("parser->tts", "chunks")
     outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
     held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
+    # What left recently, with when its text arrived: a barge-in from elsewhere (the control
+    # endpoint) can reach us after text that was sent after it; that text must survive.
+    recent_chunks: deque[tuple[int, TextChunk]] = deque(maxlen=64)
+    recent_markers: deque[tuple[int, ParsedMarker]] = deque(maxlen=256)
+    opened_at = {}  # sequence_id -> arrival of the chunk's first token, for chunks in the outbox
     utterance_id = 0
     barge_requested_at: float | None = None
 
     def publish(events: list, received_ns: int) -> None:
         for event in events:
             if isinstance(event, ParsedMarker):
+                recent_markers.append((received_ns, event))
                 if barge_requested_at is None:
                     send_marker(event)
                 else:
                     held_markers.append(event)
             elif isinstance(event, ParsedChunk):
+                opened_at[event.sequence_id] = event.opened_at_ns
                 outbox.append(
                     TextChunk(
                         epoch=ctx.epoch, utterance_id=utterance_id, sequence_id=event.sequence_id,
@@ -89,7 +96,7 @@ def run(ctx: ActorContext) -> None:
                 ctx.emit(
                     "parse", utterance_id=utterance_id, chunk_id=event.sequence_id,
                     duration_ms=(received_ns - event.closed_at_ns) / 1e6, surface="ingress",
-                    data={"text": event.text[:200], "boundary": event.boundary, "final": event.final,
+                    data={"text": event.text, "boundary": event.boundary, "final": event.final,
                           "tokens": event.tokens, "markers": event.marker_count, "closed_at_ns": event.closed_at_ns,
                           "opened_at_ns": event.opened_at_ns,
                           "target_tokens": parser.policy.target_tokens},
@@ -124,6 +131,8 @@ def run(ctx: ActorContext) -> None:
             parser.reset()
             outbox.clear()
             held_markers.clear()
+            recent_chunks.clear()
+            recent_markers.clear()
             utterance_id += 1
             barge_requested_at = time.monotonic()
             ctx.request(EpochRequest(source=NAME, reason="ingress barge_in", requested_at_ns=received))
@@ -135,23 +144,35 @@ def run(ctx: ActorContext) -> None:
             parser.policy = policy_from(ctx.config, parser.policy.target_tokens)
             ctx.emit("config", data={"version": update.version, "applied": mine, "at": "next character"})
 
-    def enter_epoch(epoch: int, cause: str) -> None:
+    def enter_epoch(epoch: int, cause: str, issued_at_ns: int = 0) -> None:
         nonlocal barge_requested_at, utterance_id
         if not ctx.adopt_epoch(epoch, cause):
             return
         tts_credit.enter_epoch(epoch)
         if barge_requested_at is None:
-            # Someone else interrupted: what we buffered belongs to the old epoch.
-            parser.reset()
+            # Someone else interrupted. What arrived before the barge-in was issued is stale;
+            # what arrived after it (it can overtake the broadcast) is the next utterance.
+            fresh = lambda arrived: issued_at_ns and arrived >= issued_at_ns
+            resend = [c for arrived, c in recent_chunks if fresh(arrived) and c.epoch < epoch]
+            kept = [c for c in outbox if fresh(opened_at.get(c.sequence_id, 0))]
             outbox.clear()
-            utterance_id += 1
+            outbox.extend(sorted(resend + kept, key=lambda c: c.sequence_id))
+            if not fresh(parser.opened_at_ns):
+                parser.reset()
+                if not outbox:
+                    utterance_id += 1
+            held_markers.extend(m for arrived, m in recent_markers if fresh(arrived))
+            if resend or kept:
+                ctx.emit("retag", data={"chunks": [c.sequence_id for c in outbox], "issued_at_ns": issued_at_ns})
         barge_requested_at = None
         # Chunks parsed while we waited for the epoch belong to the new one.
         for i, chunk in enumerate(outbox):
-            outbox[i] = dataclasses.replace(chunk, epoch=epoch, utterance_id=utterance_id)
+            outbox[i] = dataclasses.replace(chunk, epoch=epoch)
         for m in held_markers:
             send_marker(m)
         held_markers.clear()
+        recent_chunks.clear()
+        recent_markers.clear()
 
     poller = zmq.Poller()
     poller.register(ctx.system, zmq.POLLIN)
@@ -166,7 +187,7 @@ def run(ctx: ActorContext) -> None:
         for msg in ctx.drain(ctx.inbox):
             if isinstance(msg, Credit):
                 if msg.epoch > ctx.epoch:
-                    enter_epoch(msg.epoch, "credit from newer epoch")
+                    enter_epoch(msg.epoch, "credit from newer epoch", now_ns())
                 tts_credit.on_credit(msg)
                 if msg.epoch == ctx.epoch:  # the rate controller's wish for the next chunks
                     parser.policy = policy_from(ctx.config, msg.target_tokens)
@@ -185,6 +206,7 @@ def run(ctx: ActorContext) -> None:
         while outbox and barge_requested_at is None and tts_credit.can_send(1):
             tts_credit.spend(1)
             chunk = outbox.popleft()
+            recent_chunks.append((opened_at.pop(chunk.sequence_id, 0), chunk))
             ctx.send_to("tts", chunk)
             ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="parser->tts",
                      data={"credit_left": tts_credit.available, "unit": "chunks", "cost": 1, "link": "parser->tts",

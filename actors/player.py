@@ -53,7 +53,7 @@ def run(ctx: ActorContext) -> None:
     fade_next = False
     stats = {"presented": 0, "underflows": 0, "idle_starved": 0, "dropped_stale": 0, "late_slips": 0, "skipped_fill": 0}
 
-    def start_epoch(epoch: int, cause: str) -> None:
+    def start_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         nonlocal fade_next, in_speech
         if ctx.adopt_epoch(epoch, cause):
             fade_next = bool(buffer) and buffer[0].kind == "speech"
@@ -69,17 +69,18 @@ def run(ctx: ActorContext) -> None:
         nonlocal last_pixels, in_speech, fade_next
         spf = frame_start_sample(tick + 1, sr, fps) - frame_start_sample(tick, sr, fps)
         packet = buffer.popleft() if buffer else None
+        faded = False
         if packet is None:
             pixels, pcm = last_pixels, np.zeros(spf, np.int16)
             kind = "hold"
             if in_speech:
                 stats["underflows"] += 1
-                ctx.emit("present", "underflow", frame=-1, data={"tick": tick, "underflows": stats["underflows"]})
             else:
                 stats["idle_starved"] += 1
         else:
             pixels = overlay.draw(np.frombuffer(packet.pixels, np.uint8).reshape(height, width, 3).copy())
             pcm = np.frombuffer(packet.pcm, np.int16)
+            faded = fade_next
             if fade_next:  # the cut: old audio faded out inside this one frame
                 pcm = fade_out(pcm, BARGE_FADE_MS * sr // 1000)
                 fade_next = False
@@ -97,13 +98,14 @@ def run(ctx: ActorContext) -> None:
                 pass
             ctx.grant("driver", "driver->player", 1, "frames", depth=len(buffer), playing=True)
         stats["presented"] += 1
-        ctx.emit("present", "ok" if packet is not None else "warn",
+        # Exactly one `present` event per tick; a hold mid-speech is the underflow itself.
+        ctx.emit("present", "ok" if packet is not None else ("underflow" if kind == "hold" and in_speech else "warn"),
                  frame=packet.frame_index if packet else -1,
                  utterance_id=packet.utterance_id if packet else -1,
                  chunk_id=packet.sequence_id if packet else -1,
                  epoch=packet.epoch if packet else None,
                  surface="sink",
-                 data={"tick": tick, "kind": kind, "lateness_ms": round((now - due) * 1000, 2), "depth": len(buffer),
+                 data={"tick": tick, "kind": kind, "faded": faded, "lateness_ms": round((now - due) * 1000, 2), "depth": len(buffer),
                        "final": bool(packet and packet.final), "provenance": packet.provenance if packet else None,
                        "rms": int(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0})
         if packet is not None and packet.final:
@@ -153,7 +155,7 @@ def run(ctx: ActorContext) -> None:
         if playing and now >= due:
             if now - due > MAX_LATE_FRAMES * frame_s:
                 stats["late_slips"] += 1
-                ctx.emit("present", "late", data={"tick": tick, "behind_ms": round((now - due) * 1000, 1)})
+                ctx.emit("clock_slip", "late", data={"tick": tick, "behind_ms": round((now - due) * 1000, 1)})
                 t0 += now - due  # slip the clock: the sinks stay continuous, wall time moves on
                 due = now
             present(now, due)

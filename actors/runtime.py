@@ -169,11 +169,11 @@ class ActorContext:
 
     def handle_system(self, on_epoch, on_config=None) -> None:
         """Dispatch what the system channel brought, before any data is looked at:
-        ``on_epoch(epoch, reason)`` for a barge-in, ``on_config(update)`` for live config,
-        and stop the loop on shutdown."""
+        ``on_epoch(epoch, reason, issued_at_ns)`` for a barge-in, ``on_config(update)`` for
+        live config, and stop the loop on shutdown."""
         for msg in self.system_messages():
             if isinstance(msg, BargeIn):
-                on_epoch(msg.epoch, msg.reason)
+                on_epoch(msg.epoch, msg.reason, msg.issued_at_ns)
             elif isinstance(msg, ConfigUpdate):
                 if on_config is not None:
                     on_config(msg)

@@ -105,7 +105,7 @@ def run(ctx: ActorContext) -> None:
     def buffer_start() -> int:
         return frame_start_sample(next_frame, sr, fps)
 
-    def start_epoch(epoch: int, cause: str) -> None:
+    def start_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         nonlocal in_utterance, flushing, contiguous
         if ctx.adopt_epoch(epoch, cause):
             buffer.clear()
@@ -126,6 +126,7 @@ def run(ctx: ActorContext) -> None:
         if chunk.utterance_id != utterance_id or not in_utterance:
             utterance_id, in_utterance, flushing = chunk.utterance_id, True, False
         overlap_used = 0
+        start = -1
         if chunk.piece == 0:
             if contiguous and buffer.size >= overlap and len(pcm) >= overlap:
                 buffer.mix_tail(pcm[:overlap], fade_out, fade_in)
@@ -148,9 +149,9 @@ def run(ctx: ActorContext) -> None:
             frames_needed = frames_covering(buffer.size)
             buffer.pad_to(frame_start_sample(next_frame + frames_needed, sr, fps) - buffer_start())
         ctx.emit("stitch", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
-                 data={"piece": chunk.piece, "samples": len(pcm), "overlap": overlap_used,
+                 data={"piece": chunk.piece, "samples": len(pcm), "overlap": overlap_used, "start": start,
                        "buffered_ms": round(buffer.size * 1000 / sr, 1), "final": chunk.final and chunk.last_piece,
-                       "adapter": chunk.adapter, "gain": round(gain, 3), "loudness": round(loudness.last_output, 1)})
+                       "adapter": chunk.adapter, "gain": gain, "loudness": round(loudness.last_output, 1)})
 
     def frames_covering(n_samples: int) -> int:
         """Frames from next_frame needed to hold n_samples (the last one may be partial)."""

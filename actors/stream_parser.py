@@ -154,6 +154,11 @@ class StreamParser:
         self._first_in_turn = True
 
     @property
+    def opened_at_ns(self) -> int:
+        """When the open chunk's first token arrived (0 when nothing is buffered)."""
+        return self._opened_ns if self._text or self._tag else 0
+
+    @property
     def buffered_chars(self) -> int:
         return len(self._text) + (len(self._tag) if self._tag else 0)
 

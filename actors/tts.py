@@ -195,7 +195,7 @@ def run(ctx: ActorContext) -> None:
                        "spends": {"link": "tts->stitcher", "unit": "ms"}},
         }
 
-    def start_epoch(epoch: int, cause: str) -> None:
+    def start_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         if ctx.adopt_epoch(epoch, cause):
             pending.clear()
             outgoing.clear()
@@ -274,9 +274,15 @@ def run(ctx: ActorContext) -> None:
                                                 "recovered": engine.healthy and not was})
             return
         if isinstance(result, Exception):
-            engine.healthy = False
             ctx.error("synth", "engine_error", f"{engine.name}: {type(result).__name__}: {result}",
                       utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id)
+            if engine.adapter.describe().get("supports_seed") and job.tried.count(engine.name) < 2:
+                # Idempotent retry (seed 001, invariant 6): a seeded engine gives the same PCM for
+                # the same window, so the stream resumes without a seam.
+                ctx.emit("retry", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, data={"adapter": engine.name})
+                submit(chunk, engine.name, job.tried)
+                return
+            engine.healthy = False
             backup = fallback()
             if backup and backup not in job.tried and not engines[backup].worker.busy:
                 submit(chunk, backup, job.tried)
@@ -291,7 +297,9 @@ def run(ctx: ActorContext) -> None:
                  data={"chars": len(chunk.text), "audio_ms": round(result.duration_ms, 1), "adapter": engine.name,
                        "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
                        "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes),
-                       "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried})
+                       "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried,
+                       "voice": config["voice"]["persona"], "determinism": result.determinism, "seed": result.seed,
+                       "sample_rate": result.sample_rate, "samples": int(len(result.pcm))})
         if len(result.pcm):  # swaps are about audio: an empty end-of-turn chunk changes nothing
             previous = state["last_adapter"]
             if previous and engine.name != previous:

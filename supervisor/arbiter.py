@@ -167,7 +167,9 @@ class Arbiter:
         try:
             for watcher in self.watchers.values():
                 self._spawn(watcher)
-            self._emit("supervisor_start", data={"config": self.config_source, "actors": list(self.watchers)})
+            # The resolved config opens every timeline: with it the log is enough to replay the session.
+            self._emit("supervisor_start", data={"config_source": self.config_source, "actors": list(self.watchers),
+                                                 "config": self.config})
             self._loop(stop)
         finally:
             self._stop_all()

@@ -121,6 +121,19 @@ def fmt_ms(value) -> str:
     return f"{value:7.1f}ms" if value is not None else "      n/a"
 
 
+@main.command(help="Regenerate a session from its timeline: same chunks, engines, timing; byte-identical audio.")
+@click.argument("timeline", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="MP4 to write")
+def replay(timeline, out) -> None:
+    from .replay import ReplayError, replay as run_replay
+
+    try:
+        result = run_replay(timeline, out, echo=click.echo)
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: {result.ticks} ticks, {result.chunks} chunks re-synthesised {result.modes}")
+
+
 main.add_command(supervisor_cli.barge_in)  # the same command as `personas-supervisor barge-in`
 
 

@@ -104,7 +104,7 @@ class Session:
         """Block until the player has presented the last frame of ``utterance_id``."""
         event = self.timeline.wait_for(
             lambda e: e["stage"] == "utterance_presented" and e["utterance_id"] == utterance_id
-            and (epoch is None or e["epoch"] == epoch), timeout)
+            and (epoch is None or e["epoch"] >= epoch), timeout)  # a barge-in may move it to a newer epoch
         if event is None:
             raise SessionError(f"utterance {utterance_id} was not presented within {timeout:.0f}s")
         return event

@@ -26,6 +26,8 @@ class Synthesis:
     phonemes: list[tuple[str, int, int]] = field(default_factory=list)  # (symbol, start, n_samples)
     word_anchors: list[tuple[int, int]] = field(default_factory=list)  # (char_offset, start_sample)
     render_ms: float = 0.0
+    determinism: str = "deterministic"  # how this engine made it repeatable: zero_noise, seeded_noise, ...
+    seed: int = 0
 
     @property
     def duration_ms(self) -> float:

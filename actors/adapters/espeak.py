@@ -132,9 +132,11 @@ class EspeakAdapter(TTSAdapter):
         return {
             "name": self.name, "version": self.engine.version if self.engine else "?", "streaming": False,
             "unit": "tokens", "granularity": [8, 12, 16, 24, 32, 48, 64], "voices": "dynamic",
-            "supports_barge_in": True, "supports_seed": True, "stateful_context": "none",
+            # Not repeatable: libespeak-ng carries wave-generator state (phase, echo, breath noise)
+            # from one utterance into the next, so the same text differs by a few samples.
+            "supports_barge_in": True, "supports_seed": False, "stateful_context": "rolling",
             "sample_rate": self.sample_rate, "limits": {"max_chars": 2000, "timeout_ms": 2000},
-            "features": ["phoneme_events", "word_events", "in_process", "deterministic"],
+            "features": ["phoneme_events", "word_events", "in_process"],
             "projects": ["pace->rate_wpm", "accent+timbre.gender->voice", "timbre.pitch_semitones->pitch",
                          "prosody.pitch_range->range"],
         }
@@ -151,7 +153,8 @@ class EspeakAdapter(TTSAdapter):
             if end > start:
                 phonemes.append((name, start, end - start))
         return Synthesis(pcm=pcm, sample_rate=self.sample_rate, phonemes=split_multichar(phonemes),
-                         word_anchors=words, render_ms=(time.perf_counter() - started) * 1000)
+                         word_anchors=words, render_ms=(time.perf_counter() - started) * 1000,
+                         determinism="not_repeatable")
 
     def cancel(self) -> None:
         if self.engine is not None:

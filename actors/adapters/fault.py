@@ -1,11 +1,12 @@
 """Fault injection for engines (config ``[fault]``, settable live): added latency on every
-call, a one-off stall, or errors -- so scenes and tests can make an engine misbehave."""
+call, a one-off stall, errors on every call or a single one -- so scenes and tests can make
+an engine misbehave."""
 
 from __future__ import annotations
 
 import threading
 
-FAULT_KINDS = ("none", "latency", "stall", "error")
+FAULT_KINDS = ("none", "latency", "stall", "error", "error_once")
 
 
 class InjectedFault(RuntimeError):
@@ -38,10 +39,10 @@ class FaultInjector:
             fault = dict(self._fault)
             if fault["adapter"] != adapter or fault["kind"] == "none":
                 return None
-            if fault["kind"] == "stall":  # one-off
+            if fault["kind"] in ("stall", "error_once"):  # one-off
                 self._fault["kind"] = "none"
         if fault["kind"] in ("latency", "stall"):
             cancelled.wait(fault["ms"] / 1000)
-        elif fault["kind"] == "error":
+        elif fault["kind"] in ("error", "error_once"):
             raise InjectedFault(f"injected error in {adapter}")
         return fault

@@ -6,6 +6,7 @@ import importlib
 import json
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +15,81 @@ from .base import Synthesis, TTSAdapter, word_anchors
 from .voice import VoiceSchema
 
 
-class _CancellableSession:
-    """Wraps the onnxruntime session so another thread can terminate a running call."""
+def seed_random_nodes(model) -> list[str]:
+    """Replace each RandomNormalLike node with noise read from a new graph input.
 
-    def __init__(self, session):
+    onnxruntime's seeded random ops are stateful (each call continues the sequence), so a
+    chunk's audio would depend on what was synthesised before it. Fed from our own
+    generator, seeded per chunk, natural-prosody synthesis becomes a pure function of
+    (voice, text): replays and retries give byte-identical PCM.
+    Each node becomes Reshape(Slice(noise_k, [0], [Size(X)]), Shape(X)).
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    names = []
+    for k, node in enumerate([n for n in graph.node if n.op_type == "RandomNormalLike"]):
+        (x,), (y,) = node.input, node.output
+        name = f"noise_{k}"
+        p = f"/personas_noise_{k}"
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["noise_len_%d" % k]))
+        zero = helper.make_tensor(p + "/zero", TensorProto.INT64, [1], [0])
+        one = helper.make_tensor(p + "/one", TensorProto.INT64, [1], [1])
+        graph.initializer.extend([zero, one])
+        nodes = [
+            helper.make_node("Shape", [x], [p + "/shape"]),
+            helper.make_node("Size", [x], [p + "/size"]),
+            helper.make_node("Reshape", [p + "/size", p + "/one"], [p + "/size1"]),
+            helper.make_node("Slice", [name, p + "/zero", p + "/size1"], [p + "/flat"]),
+            helper.make_node("Reshape", [p + "/flat", p + "/shape"], [y]),
+        ]
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(nodes):
+            graph.node.insert(index + offset, new)
+        names.append(name)
+
+    return names
+
+
+class _CancellableSession:
+    """Wraps the onnxruntime session: another thread can terminate a running call, and the
+    noise inputs are filled from a generator seeded by the current chunk."""
+
+    #: Generous bound on spectrogram frames per phoneme id (durations are a few frames each).
+    FRAMES_PER_ID = 40
+
+    def __init__(self, session, noise_inputs: list[str], channels: int):
         import onnxruntime
 
         self._session = session
         self._ort = onnxruntime
         self._lock = threading.Lock()
         self._options = onnxruntime.RunOptions()
+        self.noise_inputs = noise_inputs
+        self.channels = channels
+        self.seed = 0
+        self.calls = 0
 
     def run(self, output_names, inputs, run_options=None):
         with self._lock:
             self._options = self._ort.RunOptions()
             options = self._options
+        if self.noise_inputs:
+            ids = int(inputs["input_lengths"][0])
+            rng = np.random.default_rng([self.seed, self.calls])
+            self.calls += 1
+            scale = 1
+            while True:  # the first values are the same whatever the length: retrying is safe
+                noise = {name: rng_copy(rng).standard_normal(ids * self.channels * self.FRAMES_PER_ID * scale,
+                                                             dtype=np.float32)
+                         for name in self.noise_inputs}
+                try:
+                    return self._session.run(output_names, {**inputs, **noise}, run_options=options)
+                except self._ort.capi.onnxruntime_pybind11_state.Fail:  # too short for this utterance
+                    if scale >= 16:
+                        raise
+                    scale *= 4
         return self._session.run(output_names, inputs, run_options=options)
 
     def terminate(self) -> None:
@@ -37,6 +98,13 @@ class _CancellableSession:
 
     def __getattr__(self, name):
         return getattr(self._session, name)
+
+
+def rng_copy(rng: np.random.Generator) -> np.random.Generator:
+    """An independent copy, so every noise input starts from the same state (deterministic)."""
+    clone = np.random.Generator(type(rng.bit_generator)())
+    clone.bit_generator.state = rng.bit_generator.state
+    return clone
 
 
 class PiperAdapter(TTSAdapter):
@@ -61,7 +129,7 @@ class PiperAdapter(TTSAdapter):
             "stateful_context": "none",
             "sample_rate": self.sample_rate,
             "limits": {"max_chars": 2000, "timeout_ms": 10000},
-            "features": ["phoneme_alignments", "deterministic_zero_noise", "in_process"],
+            "features": ["phoneme_alignments", "deterministic_zero_noise", "deterministic_seeded_noise", "in_process"],
             "projects": ["pace->length_scale", "prosody.variability->noise_scale,noise_w_scale"],
         }
 
@@ -77,11 +145,12 @@ class PiperAdapter(TTSAdapter):
             piper_config = PiperConfig.from_dict(json.load(f))
         model = onnx.load(str(self.model_path))
         add_alignment_output(model)  # in memory: exposes samples per phoneme id
+        noise_inputs = seed_random_nodes(model)  # in memory: noise from our seeded generator
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(self.voice_cfg["threads"])
         options.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
-        self.session = _CancellableSession(session)
+        self.session = _CancellableSession(session, noise_inputs, channels=inter_channels(model))
         self.voice = PiperVoice(config=piper_config, session=self.session)
         self.sample_rate = piper_config.sample_rate
 
@@ -106,6 +175,8 @@ class PiperAdapter(TTSAdapter):
 
     def synthesize(self, text: str, voice: VoiceSchema) -> Synthesis:
         started = time.perf_counter()
+        seed = chunk_seed(voice, text)
+        self.session.seed, self.session.calls = seed, 0
         pieces: list[np.ndarray] = []
         phonemes: list[tuple[str, int, int]] = []
         position = 0
@@ -126,11 +197,28 @@ class PiperAdapter(TTSAdapter):
             phonemes=phonemes,
             word_anchors=word_anchors(text, phonemes),
             render_ms=(time.perf_counter() - started) * 1000,
+            determinism="seeded_noise" if voice.variability > 0 else "zero_noise",
+            seed=seed,
         )
 
     def cancel(self) -> None:
         if self.session is not None:
             self.session.terminate()
+
+
+def chunk_seed(voice: VoiceSchema, text: str) -> int:
+    """The noise seed of one chunk: a pure function of the voice and the words."""
+    return zlib.crc32(f"{voice.name}\x00{text}".encode("utf-8"))
+
+
+def inter_channels(model) -> int:
+    """Channels of the prior's noise (z_p): read from the model's shapes, 192 for Piper medium."""
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        if vi.name == "/Transpose_3_output_0":
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) > 1 and dims[1].dim_value:
+                return int(dims[1].dim_value)
+    return 192
 
 
 def resolve_voice_model(model: str) -> Path:

@@ -161,7 +161,7 @@ class WyomingAdapter(TTSAdapter):
         pcm = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
         phonemes, anchors = self._shadow_alignment(text, pcm, rate)
         return Synthesis(pcm=pcm, sample_rate=rate, phonemes=phonemes, word_anchors=anchors,
-                         render_ms=(time.perf_counter() - started) * 1000)
+                         render_ms=(time.perf_counter() - started) * 1000, determinism="server_side")
 
     def _shadow_alignment(self, text: str, pcm: np.ndarray, rate: int):
         shadow_pcm, words, events = self.shadow.synthesize(text, "en-us", 165, 45, 50)
