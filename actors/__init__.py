@@ -4,4 +4,11 @@ Each module's ``run(ctx)`` is that actor's one loop; ``python -m actors NAME`` s
 it. The supervisor launches all five and wires them through the config's endpoints.
 """
 
+import os
+
+# onnxruntime >= 1.2x ships OneDS telemetry that writes events into a SQLite file under
+# ~/.cache/Microsoft and would upload them: disk writes on the synthesis path and network
+# egress nobody declared. Off for every Personas process (found by the Breathing Room scene).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 ACTOR_NAMES = ("parser", "tts", "stitcher", "driver", "player")

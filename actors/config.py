@@ -35,7 +35,7 @@ LIVE_KEYS = frozenset({
 CHOICES = {
     "controller.mode": ("steady", "low_latency"),
     "controller.first_fragment": ("clause", "sentence"),
-    "fault.kind": ("none", "latency", "stall", "error", "error_once"),
+    "fault.kind": ("none", "latency", "stall", "error", "error_once", "slowdown"),
 }
 
 

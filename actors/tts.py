@@ -98,6 +98,7 @@ class SynthesisWorker:
             try:
                 self.faults.before_call(self.adapter.name, self.cancelled)
                 result: Synthesis | Exception = self.adapter.synthesize(chunk.text, voice)
+                self.faults.after_call(self.adapter.name, result.duration_ms, self.cancelled)
             except Exception as exc:  # an engine failure must not kill the actor
                 result = exc
             self.results.put((chunk, result), timeout=10)

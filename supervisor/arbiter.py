@@ -203,6 +203,7 @@ class Arbiter:
         env[ENV_VAR] = to_env(self.config)
         env["PERSONAS_EPOCH"] = str(self.epoch)
         env["PERSONAS_CONFIG_VERSION"] = str(self.config_version)  # the config above already has the changes
+        env["ORT_DISABLE_TELEMETRY"] = "1"  # see actors/__init__.py
         env.setdefault("PYTHONUNBUFFERED", "1")
         watcher.proc = subprocess.Popen([sys.executable, "-m", "actors", watcher.name], env=env)
         watcher.ps = psutil.Process(watcher.proc.pid)

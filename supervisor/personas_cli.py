@@ -37,33 +37,49 @@ def feed(text, path, rate, seed, no_end, config_path, overrides) -> None:
     click.echo(f"sent {count} tokens" + ("" if no_end else " + end"))
 
 
-@main.command(help="Print timeline events live; --jsonl FILE records them (append-only).")
+@main.command(help="Watch the timeline live (a compact view refreshing in place); --jsonl FILE records it.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="append every event to this JSONL file")
-@click.option("--raw", is_flag=True, help="print JSON lines instead of the compact view")
-@click.option("--actor", multiple=True, help="only these actors")
-@click.option("--stage", multiple=True, help="only these stages")
+@click.option("--raw", is_flag=True, help="print every event as a JSON line instead of the live view")
+@click.option("--lines", is_flag=True, help="print one compact line per event instead of the live view")
+@click.option("--actor", multiple=True, help="only these actors (--raw/--lines)")
+@click.option("--stage", multiple=True, help="only these stages (--raw/--lines)")
 @click.option("--quiet", is_flag=True, help="print nothing (record only)")
 @OPTION_CONFIG
 @OPTION_SET
-def timeline(jsonl, raw, actor, stage, quiet, config_path, overrides) -> None:
+def timeline(jsonl, raw, lines, actor, stage, quiet, config_path, overrides) -> None:
+    from .views import LiveView
+
     endpoint = resolve_config(config_path, overrides)["endpoints"]["timeline"]
     recorder = TimelineRecorder(endpoint, jsonl)
-    seen, origin = 0, None
+    live = None if (raw or lines or quiet or not sys.stdout.isatty()) else LiveView()
+    origin = None
     try:
         while True:
-            time.sleep(0.05)
-            fresh, seen = recorder.events[seen:], len(recorder.events)
-            del recorder.events[:seen]
-            seen = 0
+            time.sleep(0.25)
+            with recorder._cond:
+                fresh, recorder.events = recorder.events, []
             for e in fresh:
-                if quiet or (actor and e["actor"] not in actor) or (stage and e["stage"] not in stage):
-                    continue
-                origin = origin or e["ts_ns"]
-                click.echo(json.dumps(e) if raw else format_event(e, origin))
+                if live is not None:
+                    live.add(e)
+                elif not quiet and not (actor and e["actor"] not in actor) and not (stage and e["stage"] not in stage):
+                    origin = origin or e["ts_ns"]
+                    click.echo(json.dumps(e) if raw else format_event(e, origin))
+            if live is not None:
+                live.draw()
     except KeyboardInterrupt:
         pass
     finally:
         recorder.close()
+
+
+@main.command(help="Draw a timeline as a time-aligned chart: buffers, chunk sizes, engines, events, latency.")
+@click.argument("timeline_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG to write")
+def plot(timeline_file, out) -> None:
+    from .client import load_jsonl
+    from .views import plot as draw
+
+    click.echo(f"wrote {draw(load_jsonl(timeline_file), out, title=Path(timeline_file).name)}")
 
 
 def format_event(e: dict, origin: int) -> str:
@@ -134,7 +150,28 @@ def replay(timeline, out) -> None:
     click.echo(f"wrote {out}: {result.ticks} ticks, {result.chunks} chunks re-synthesised {result.modes}")
 
 
-main.add_command(supervisor_cli.barge_in)  # the same command as `personas-supervisor barge-in`
+main.add_command(supervisor_cli.barge_in)
+
+
+@main.group(help="Behavioural scenes (seed 001): each writes scenes/_artifacts/<scene>/ and a verdict.")
+def scenes() -> None:
+    pass
+
+
+@scenes.command("run", help="Run scenes (NAME ... or --all) and print the table of verdicts.")
+@click.argument("names", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="every scene")
+@click.option("--adapters", default="piper,espeak,wyoming", show_default=True,
+              help="engines the swap and persona scenes use, comma-separated")
+@click.option("--quick", is_flag=True, help="shorter runs (the Long Read lasts 60 s instead of 5 min)")
+def scenes_run(names, run_all, adapters, quick) -> None:
+    from scenes.runner import SCENES, run_scenes, table
+
+    chosen = list(SCENES) if run_all or not names else list(names)
+    verdicts = run_scenes(chosen, [a for a in adapters.split(",") if a], quick, echo=click.echo)
+    click.echo("\n" + table(verdicts))
+    if not all(v["passed"] for v in verdicts):
+        sys.exit(1)  # the same command as `personas-supervisor barge-in`
 
 
 @main.group(help="Benchmarks; each figure comes with a baseline measured in the same run.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-FAULT_KINDS = ("none", "latency", "stall", "error", "error_once")
+FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")
 
 
 class InjectedFault(RuntimeError):
@@ -33,11 +33,19 @@ class FaultInjector:
         with self._lock:
             return dict(self._fault)
 
+    def after_call(self, adapter: str, audio_ms: float, cancelled: threading.Event) -> None:
+        """``slowdown``: the engine takes ``ms`` longer per second of audio it produced, the way
+        a busy GPU or a throttled server slows in proportion to the work."""
+        with self._lock:
+            fault = dict(self._fault)
+        if fault["adapter"] == adapter and fault["kind"] == "slowdown":
+            cancelled.wait(fault["ms"] * audio_ms / 1e6)
+
     def before_call(self, adapter: str, cancelled: threading.Event) -> dict | None:
         """Apply the fault for one engine call (sleeps or raises); returns what was applied."""
         with self._lock:
             fault = dict(self._fault)
-            if fault["adapter"] != adapter or fault["kind"] == "none":
+            if fault["adapter"] != adapter or fault["kind"] in ("none", "slowdown"):
                 return None
             if fault["kind"] in ("stall", "error_once"):  # one-off
                 self._fault["kind"] = "none"

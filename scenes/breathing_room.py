@@ -1,0 +1,53 @@
+"""Scene 1, Breathing Room: short replies back to back. Each answer's first audio arrives
+while the pause after the previous one would still feel natural, and nothing on the hot
+path touches the disk (checked on the file system and in /proc, not on trust)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .harness import FileWatch, Scene, written_files
+from .texts import SHORT_REPLIES
+
+THINK_S = 0.3  # the scripted pause before each reply is sent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(scene: Scene) -> None:
+    session = scene.start()
+    status = session.control.call("status")
+    pids = [status["supervisor"]["pid"]] + [a["pid"] for a in status["actors"].values()]
+    recording = str(scene.dir / "video.mp4")
+    watch = FileWatch([REPO, Path("/tmp"), Path("/dev/shm"), Path.home() / ".cache" / "personas"],
+                      ignore=[scene.dir, REPO / "out", REPO / ".venv"])
+    open_for_writing, replies = [], []
+    for reply in SHORT_REPLIES[: 4 if scene.quick else len(SHORT_REPLIES)]:
+        start = len(scene.events)
+        done = session.say_and_wait(reply, rate=40)
+        open_for_writing += written_files(pids, allowed=[recording])
+        replies.append((start, done))
+        time.sleep(THINK_S)
+    changed = watch.changed()
+    open_for_writing += written_files(pids, allowed=[recording])
+    scene.check("no file written outside the declared recording", not changed, changed[:5] or "none", "no new or modified file")
+    scene.check("no actor holds a file open for writing", not open_for_writing, sorted(set(open_for_writing))[:5] or "none",
+                "only the recording")
+
+    latencies, silences = [], []
+    previous_end = None
+    for start, done in replies:
+        mine = [e for e in scene.events[start:] if e["utterance_id"] == done["utterance_id"] and e["epoch"] >= done["epoch"]]
+        first_token = min(e["data"].get("opened_at_ns") or e["ts_ns"] for e in mine
+                          if e["actor"] == "parser" and e["stage"] == "parse")
+        speech = [e["ts_ns"] for e in mine if e["actor"] == "player" and e["stage"] == "present"
+                  and e["data"].get("kind") == "speech"]
+        latencies.append(round((speech[0] - first_token) / 1e6, 1))
+        if previous_end is not None:
+            silences.append(round((speech[0] - previous_end) / 1e6 - THINK_S * 1000, 1))
+        previous_end = speech[-1]
+    scene.notes.update({"first_audio_ms": latencies, "silence_beyond_think_ms": silences})
+    scene.check("first audio within the breath", max(latencies) < 600, f"max {max(latencies)} ms", "< 600 ms from first token")
+    scene.check("pauses between replies stay conversational", max(silences) < 700, f"max {max(silences)} ms",
+                "< 700 ms beyond the scripted think time (the previous silence has not decayed)")
+    scene.check("no underflow", not scene.of("player", "present", "underflow"), len(scene.of("player", "present", "underflow")), "0")

@@ -1,0 +1,57 @@
+"""Scene 2, Long Read: minutes of narration. No underflows, chunk sizes converge, the
+cadence is steady after the first minute, memory and CPU stay flat."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .harness import Scene
+from .texts import LONG_READ
+
+
+def run(scene: Scene) -> None:
+    seconds = 60 if scene.quick else 300
+    settle = 20 if scene.quick else 60
+    session = scene.start()
+    text = " ".join([LONG_READ] * (1 + seconds // 60))
+    session.say_in_background(text, rate=30)
+    first = session.timeline.wait_for(lambda e: e["stage"] == "present" and e["data"].get("kind") == "speech", 30)
+    if first is None:
+        scene.check("started speaking", False, "no speech", "speech within 30 s")
+        return
+    t0 = first["ts_ns"]
+    time.sleep(seconds)
+    session.control.call("barge_in", reason="end of the long read")
+    time.sleep(0.5)
+    end = t0 + seconds * 10**9
+    within = lambda e, after=0: t0 + after * 10**9 <= e["ts_ns"] <= end
+    presents = [e for e in scene.of("player", "present", None) if within(e)]
+    underflows = [e for e in presents if e["result"] == "underflow"]
+    gaps = [e for e in scene.of("stitcher", "stitch", "gap") if within(e, 10)]
+    scene.check("no underflow", not underflows, len(underflows), "0")
+    scene.check("no gap after the first 10 s", not gaps, len(gaps), "0")
+
+    targets = [e["data"]["target_tokens"] for e in scene.of("tts", "credit") if within(e, settle) and "target_tokens" in e["data"]]
+    steps = sorted(set(targets))
+    scene.check("chunk sizes converge", bool(targets) and len(steps) <= 3 and max(targets) >= 24,
+                f"controller targets after {settle}s: {steps}", "<= 3 neighbouring ladder steps, at 24+ tokens")
+
+    steady = [e for e in presents if within(e, settle)]
+    lateness = np.array([e["data"].get("lateness_ms", 0) for e in steady])
+    per_second = np.bincount([int((e["ts_ns"] - t0) / 1e9) for e in steady])[settle:seconds]
+    scene.check("cadence steady after the first minute" if not scene.quick else f"cadence steady after {settle} s",
+                len(lateness) > 0 and np.percentile(lateness, 99) < 20 and per_second.min() >= 24 and per_second.max() <= 26,
+                f"p99 lateness {np.percentile(lateness, 99):.1f} ms, frames/s {per_second.min()}..{per_second.max()}",
+                "p99 < 20 ms, 24..26 frames every second")
+
+    res = scene.resources
+    slopes = {name: round(res.rss_slope_mb_per_min(name, after_s=settle), 2) for name in res.procs}
+    scene.check("memory flat", max(slopes.values()) < 5, slopes, "< 5 MB/min for every process")
+    middle = {n: res.mean_cpu(n, settle, (settle + seconds) / 2) for n in res.procs}
+    late = {n: res.mean_cpu(n, (settle + seconds) / 2, seconds) for n in res.procs}
+    drift = {n: round(late[n] - middle[n], 1) for n in res.procs}
+    scene.check("CPU flat", max(abs(d) for d in drift.values()) < 15, drift, "< 15 percentage points between halves")
+    scene.notes.update({"cpu_percent_middle": {k: round(v, 1) for k, v in middle.items()},
+                        "rss_slope_mb_per_min": slopes, "frames_presented": len(presents)})
