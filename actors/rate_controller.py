@@ -32,6 +32,7 @@ class RateController:
     def __init__(self, cfg: dict):
         self.configure(cfg)
         self.index = 0
+        self.skipping = False  # inside an overgrowth episode: one step down per episode, not per poll
         self.ms_per_token: float | None = None
         self.rtf: float | None = None
 
@@ -70,13 +71,16 @@ class RateController:
         if self.mode == "low_latency":
             self.index = 0
             return ChunkRequest(LADDER[0], True, False, "low_latency mode")
+        if buffered_ms > self.high_ms:
+            if not self.skipping:
+                self.index = max(0, self.index - 1)
+                self.skipping = True
+            return ChunkRequest(LADDER[self.index], False, True, "buffer above the band: skip")
+        self.skipping = False
         if buffered_ms < self.low_ms:
             half = LADDER[self.index] // 2
             self.index = max([i for i, size in enumerate(LADDER) if size <= half], default=0)
             return ChunkRequest(LADDER[self.index], True, False, "buffer below the band: halve")
-        if buffered_ms > self.high_ms:
-            self.index = max(0, self.index - 1)
-            return ChunkRequest(LADDER[self.index], False, True, "buffer above the band: skip")
         self.index = min(self.index + 1, self.sustainable_index())
         return ChunkRequest(LADDER[self.index], False, False, "in the band: expand")
 

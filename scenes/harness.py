@@ -157,6 +157,10 @@ class ResourceSampler:
         t, m = np.array(rows).T
         return float(np.polyfit(t, m, 1)[0] * 60)
 
+    def rss_growth_mb(self, name: str, start: float, end: float) -> float:
+        values = [r[name][0] for r in self.samples if name in r and start <= r["t"] <= end]
+        return max(values) - values[0] if values else 0.0
+
     def mean_cpu(self, name: str, start: float, end: float) -> float:
         values = [r[name][1] for r in self.samples if name in r and start <= r["t"] < end]
         return float(np.mean(values)) if values else 0.0

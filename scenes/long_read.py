@@ -38,20 +38,24 @@ def run(scene: Scene) -> None:
     scene.check("chunk sizes converge", bool(targets) and len(steps) <= 3 and max(targets) >= 24,
                 f"controller targets after {settle}s: {steps}", "<= 3 neighbouring ladder steps, at 24+ tokens")
 
-    steady = [e for e in presents if within(e, settle)]
+    steady = sorted((e for e in presents if within(e, settle)), key=lambda e: e["ts_ns"])
     lateness = np.array([e["data"].get("lateness_ms", 0) for e in steady])
-    per_second = np.bincount([int((e["ts_ns"] - t0) / 1e9) for e in steady])[settle:seconds]
+    intervals = np.diff([e["ts_ns"] for e in steady]) / 1e6
+    jitter = np.abs(intervals - 1000 / 25)
     scene.check("cadence steady after the first minute" if not scene.quick else f"cadence steady after {settle} s",
-                len(lateness) > 0 and np.percentile(lateness, 99) < 20 and per_second.min() >= 24 and per_second.max() <= 26,
-                f"p99 lateness {np.percentile(lateness, 99):.1f} ms, frames/s {per_second.min()}..{per_second.max()}",
-                "p99 < 20 ms, 24..26 frames every second")
+                len(lateness) > 0 and np.percentile(lateness, 99) < 20 and np.percentile(jitter, 99) < 10 and intervals.max() < 80,
+                f"p99 lateness {np.percentile(lateness, 99):.1f} ms, p99 frame-interval jitter {np.percentile(jitter, 99):.1f} ms, "
+                f"longest interval {intervals.max():.1f} ms", "p99 lateness < 20 ms, p99 jitter < 10 ms, no interval > 80 ms")
 
     res = scene.resources
-    slopes = {name: round(res.rss_slope_mb_per_min(name, after_s=settle), 2) for name in res.procs}
-    scene.check("memory flat", max(slopes.values()) < 5, slopes, "< 5 MB/min for every process")
+    growth = {name: round(res.rss_growth_mb(name, settle, seconds), 1) for name in res.procs}
+    second_half = {name: round(res.rss_slope_mb_per_min(name, after_s=(settle + seconds) / 2), 2) for name in res.procs}
+    flat = max(growth.values()) < 30 and (scene.quick or max(second_half.values()) < 3)
+    scene.check("memory bounded and flat", flat, {"growth_mb": growth, "slope_second_half_mb_per_min": second_half},
+                "< 30 MB after warm-up" + ("" if scene.quick else ", < 3 MB/min over the second half"))
     middle = {n: res.mean_cpu(n, settle, (settle + seconds) / 2) for n in res.procs}
     late = {n: res.mean_cpu(n, (settle + seconds) / 2, seconds) for n in res.procs}
     drift = {n: round(late[n] - middle[n], 1) for n in res.procs}
     scene.check("CPU flat", max(abs(d) for d in drift.values()) < 15, drift, "< 15 percentage points between halves")
     scene.notes.update({"cpu_percent_middle": {k: round(v, 1) for k, v in middle.items()},
-                        "rss_slope_mb_per_min": slopes, "frames_presented": len(presents)})
+                        "frames_presented": len(presents)})

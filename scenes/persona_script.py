@@ -1,6 +1,6 @@
 """Scene 6, Persona Script: one JSON voice persona spoken by three engines. Timbre may
 differ; the prosody envelope should not: the same pause pattern, a similar speaking rate,
-and the pitch falling at the end of a statement on every engine."""
+a similar pitch movement and the same declination across the statements."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 from .harness import Scene, free_port
 from .texts import PERSONA_SCRIPT
 
-PAUSE_MS = 120
+MAJOR_PAUSES = 3  # the script's sentence breaks
+MIN_PAUSE_MS = 40
 
 
 def run(scene: Scene) -> None:
@@ -40,23 +41,29 @@ def run(scene: Scene) -> None:
         if server:
             server[0].terminate()
             server[0].wait(10)
-    scene.notes["envelopes"] = {k: {kk: vv for kk, vv in v.items() if kk != "pitch"} for k, v in envelopes.items()}
+    scene.notes["envelopes"] = envelopes
     reference = envelopes[engines[0]]
     scene.check("every engine spoke the script", all(e["duration_s"] > 2 for e in envelopes.values()),
                 {k: e["duration_s"] for k, e in envelopes.items()}, "> 2 s of speech each")
-    matches = {k: pauses_match(reference["pauses"], e["pauses"]) for k, e in envelopes.items()}
-    scene.check("same pause pattern", all(matches.values()), {k: e["pauses"] for k, e in envelopes.items()},
-                f"the {engines[0]} pauses (>= {PAUSE_MS} ms) found within 0.08 of the utterance in every engine")
+    matches = {k: pauses_match(reference, e) for k, e in envelopes.items()}
+    scene.check("same pause pattern", all(matches.values()), {k: e["major_pauses"] for k, e in envelopes.items()},
+                f"each engine's {MAJOR_PAUSES} longest silences where {engines[0]} also stops, and back (+-0.06)")
     rates = {k: round(e["words_per_s"] / reference["words_per_s"], 2) for k, e in envelopes.items()}
     scene.check("similar speaking rate", all(0.65 <= r <= 1.5 for r in rates.values()), rates, f"0.65..1.5 x {engines[0]}")
-    falls = {k: e["first_sentence_fall_st"] for k, e in envelopes.items()}
-    scene.check("pitch falls at the end of the first statement", all(f is not None and f < 0 for f in falls.values()),
-                falls, "semitones < 0 (end of the sentence below its beginning) on every engine")
+    spreads = {k: e["pitch_spread_st"] for k, e in envelopes.items()}
+    scene.check("similar pitch movement", all(s and 0.6 <= s / reference["pitch_spread_st"] <= 1.6 for s in spreads.values()),
+                spreads, f"spread (semitones) within 0.6..1.6 x {engines[0]}")
+    slopes = {k: e["declination_st"] for k, e in envelopes.items()}
+    scene.check("pitch declines across the statements", all(d is not None and d < 0 and abs(d - reference["declination_st"]) < 2
+                                                             for d in slopes.values()),
+                slopes, f"negative on every engine, within 2 semitones of {engines[0]}")
     voices = {e["data"].get("voice") for e in scene.of("tts", "synth")}
     scene.check("one schema for all engines", voices == {"joe"}, sorted(voices), "['joe']")
 
 
 def envelope(pcm: np.ndarray, sr: int) -> dict:
+    """Speaking rate, silences (position in the utterance 0..1, duration) and the pitch
+    movement over the first statement."""
     hop = sr // 100
     n = len(pcm) // hop
     rms = np.sqrt(np.mean(pcm[: n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1))
@@ -64,25 +71,38 @@ def envelope(pcm: np.ndarray, sr: int) -> dict:
     idx = np.flatnonzero(voiced)
     first, last = idx[0], idx[-1] + 1
     duration = (last - first) / 100
-    pauses, run_start = [], None
+    silences, run_start = [], None
     for i in range(first, last):
         if not voiced[i] and run_start is None:
             run_start = i
         elif voiced[i] and run_start is not None:
-            if (i - run_start) * 10 >= PAUSE_MS:
-                pauses.append(round(((run_start + i) / 2 - first) / (last - first), 3))
+            silences.append((round(((run_start + i) / 2 - first) / (last - first), 3), (i - run_start) * 10))
             run_start = None
-    pitch = f0_track(pcm, sr)
-    fall = None
-    if pauses:
-        end_first = first + int(pauses[0] * (last - first))
-        sentence = [f for t, f in pitch if first <= t < end_first and f > 0]
-        if len(sentence) > 10:
-            k = int(len(sentence) * 0.7)
-            fall = round(12 * np.log2(np.median(sentence[k:]) / np.median(sentence[:k])), 2)
+    major = sorted(sorted(silences, key=lambda s: -s[1])[:MAJOR_PAUSES])
+    pitch = pitch_envelope(pcm, sr)
     words = len(PERSONA_SCRIPT.split())
-    return {"duration_s": round(duration, 2), "pauses": pauses, "words_per_s": round(words / duration, 2),
-            "first_sentence_fall_st": fall, "pitch": pitch}
+    return {"duration_s": round(float(duration), 2), "major_pauses": [(float(p), int(d)) for p, d in major],
+            "silences": [(float(p), int(d)) for p, d in silences if d >= MIN_PAUSE_MS],
+            "words_per_s": round(float(words / duration), 2), **pitch}
+
+
+def pitch_envelope(pcm: np.ndarray, sr: int) -> dict:
+    """Median pitch, its spread (median absolute deviation, semitones) and the declination
+    over the statements (semitones across the first 80 %: the closing question may rise).
+    Octave errors of the tracker are folded back towards the median first."""
+    track = np.array([(t, f) for t, f in f0_track(pcm, sr) if f > 0])
+    if len(track) < 20:
+        return {"pitch_hz": None, "pitch_spread_st": None, "declination_st": None}
+    t, f = track[:, 0], track[:, 1]
+    median = np.median(f)
+    f = np.where(f > 1.6 * median, f / 2, np.where(f < 0.62 * median, f * 2, f))
+    semitones = 12 * np.log2(f / np.median(f))
+    position = (t - t.min()) / max(t.max() - t.min(), 1)
+    statements = position < 0.8
+    slope = np.polyfit(position[statements], semitones[statements], 1)[0]
+    spread = np.median(np.abs(semitones - np.median(semitones)))
+    return {"pitch_hz": round(float(median), 1), "pitch_spread_st": round(float(spread), 2),
+            "declination_st": round(float(slope), 2)}
 
 
 def f0_track(pcm: np.ndarray, sr: int, low: float = 70, high: float = 400) -> list[tuple[int, float]]:
@@ -105,10 +125,11 @@ def f0_track(pcm: np.ndarray, sr: int, low: float = 70, high: float = 400) -> li
     return out
 
 
-def pauses_match(reference: list[float], other: list[float]) -> bool:
-    if abs(len(reference) - len(other)) > 1 or not reference:
-        return False
-    return all(any(abs(p - q) <= 0.08 for q in other) for p in reference)
+def pauses_match(a: dict, b: dict) -> bool:
+    """Each engine's longest silences fall where the other engine also stops (>= MIN_PAUSE_MS),
+    within 0.06 of the utterance: the same pause pattern, whatever each engine's pause lengths."""
+    covered = lambda majors, others: all(any(abs(p - q) <= 0.06 for q, _ in others) for p, _ in majors)
+    return covered(a["major_pauses"], b["silences"]) and covered(b["major_pauses"], a["silences"])
 
 
 def start_wyoming():

@@ -79,6 +79,7 @@ def plot(events: list[dict], out: str | Path, title: str = "") -> Path:
         ("gap", of("stitcher", "stitch", "gap"), "|", "#e377c2"),
         ("underflow", of("player", "present", "underflow"), "x", "#d62728"),
         ("marker", of("driver", "marker"), "*", "#17becf"),
+        ("config", of("supervisor", "config"), "D", "#bcbd22"),
         ("error", [e for e in events if e["result"] == "error"], "o", "#000000"),
     ]
     for row, (label, items, symbol, colour) in enumerate(kinds):

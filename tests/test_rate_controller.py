@@ -6,6 +6,17 @@ from actors.rate_controller import LADDER, RateController
 CFG = {"enabled": True, "mode": "steady", "comfort_low_ms": 1500, "comfort_high_ms": 8000, "ewma_alpha": 0.3}
 
 
+def test_a_long_overgrowth_steps_down_once_not_on_every_poll():
+    c = RateController(CFG)
+    c.observe(60, 2000, 20)
+    for _ in range(5):
+        c.request(4000)
+    before = c.request(4000).target_tokens
+    skips = [c.request(9000) for _ in range(10)]  # the TTS re-asks every 200 ms while it withholds credit
+    assert all(s.skip for s in skips)
+    assert {s.target_tokens for s in skips} == {LADDER[LADDER.index(before) - 1]}
+
+
 def test_starts_small_expands_in_the_band_and_stops_at_what_the_engine_sustains():
     c = RateController(CFG)
     c.observe(render_ms=120, audio_ms=2000, tokens=20)  # 6 ms per token
