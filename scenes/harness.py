@@ -131,14 +131,14 @@ class ResourceSampler:
         for p in self.procs.values():
             p.cpu_percent(None)
         self.samples: list[dict] = []
+        self.t0 = time.monotonic()  # sample times are seconds since this moment
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
 
     def _run(self, interval: float) -> None:
-        start = time.monotonic()
         while not self._stop.wait(interval):
-            row = {"t": time.monotonic() - start}
+            row = {"t": time.monotonic() - self.t0}
             for name, p in self.procs.items():
                 try:
                     row[name] = (p.memory_info().rss / 2**20, p.cpu_percent(None))

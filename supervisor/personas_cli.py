@@ -203,6 +203,83 @@ def bench_bargein(points, json_path, config_path, overrides) -> None:
     save_bench(json_path, "bargein", bargein(config_path, overrides, points=points, echo=click.echo))
 
 
+@bench.command("sync", help="A/V skew and presentation lateness, idle and with both cores loaded.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@OPTION_CONFIG
+@OPTION_SET
+def bench_sync(json_path, config_path, overrides) -> None:
+    from .benchmarks import sync
+
+    save_bench(json_path, "sync", sync(config_path, overrides, echo=click.echo))
+
+
+@bench.command("sustained", help="Minutes of narration at 25 fps: CPU, underflows, RSS slope, vs idle.")
+@click.option("--seconds", default=300, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@OPTION_CONFIG
+@OPTION_SET
+def bench_sustained(seconds, json_path, config_path, overrides) -> None:
+    from .benchmarks import sustained
+
+    save_bench(json_path, "sustained", sustained(config_path, overrides, seconds=seconds, echo=click.echo))
+
+
+@bench.command("hop", help="One frame between two processes over ZeroMQ, vs a memory copy.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def bench_hop(json_path) -> None:
+    from .benchmarks import hop
+
+    save_bench(json_path, "hop", hop(echo=click.echo))
+
+
+@bench.command("baseline", help="The naive approach (wait, synthesise all, render all) vs streaming.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@OPTION_CONFIG
+@OPTION_SET
+def bench_baseline(json_path, config_path, overrides) -> None:
+    from .benchmarks import baseline
+
+    save_bench(json_path, "baseline", baseline(config_path, overrides, echo=click.echo))
+
+
+@bench.command("all", help="Every benchmark, into one JSON file (then `personas bench table`).")
+@click.option("--json", "json_path", default="out/bench.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--seconds", default=300, show_default=True, help="length of the sustained run")
+@OPTION_CONFIG
+@OPTION_SET
+def bench_all(json_path, seconds, config_path, overrides) -> None:
+    from . import benchmarks as b
+
+    runs = {"ttff": lambda: b.ttff(config_path, overrides, runs=10, echo=click.echo),
+            "sync": lambda: b.sync(config_path, overrides, echo=click.echo),
+            "bargein": lambda: b.bargein(config_path, overrides, points=50, echo=click.echo),
+            "sustained": lambda: b.sustained(config_path, overrides, seconds=seconds, echo=click.echo),
+            "hop": lambda: b.hop(echo=click.echo),
+            "baseline": lambda: b.baseline(config_path, overrides, echo=click.echo)}
+    for name, run in runs.items():
+        click.echo(f"\n== bench {name} ==")
+        save_bench(json_path, name, run())
+
+
+@bench.command("table", help="The performance table (markdown) from a bench JSON; --readme rewrites README's.")
+@click.option("--json", "json_path", default="out/bench.json", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False), help="replace the table between the bench markers")
+def bench_table(json_path, readme) -> None:
+    from .benchmarks import markdown_table
+
+    table = markdown_table(json.loads(Path(json_path).read_text()))
+    if readme:
+        text = Path(readme).read_text()
+        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+        if start not in text or end not in text:
+            raise click.ClickException(f"{readme} has no {start} ... {end} markers")
+        head, rest = text.split(start, 1)
+        Path(readme).write_text(head + start + "\n" + table + "\n" + end + rest.split(end, 1)[1])
+        click.echo(f"updated {readme}")
+    else:
+        click.echo(table)
+
+
 def save_bench(json_path: str | None, key: str, result: dict) -> None:
     if not json_path:
         return
