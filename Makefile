@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the tests need (Debian; run as root): libzmq for the C client, espeak-ng engine.
+# System packages the tests need (Debian; run as root): libzmq for the C client, the espeak-ng
+# engine, Chromium for the browser test (Playwright drives the system browser: no download).
+DEBS := gcc make libzmq3-dev pkg-config espeak-ng chromium
 deps:
-	apt-get install -y -q gcc make libzmq3-dev pkg-config espeak-ng >/dev/null || \
-	  (apt-get update -q && apt-get install -y -q gcc make libzmq3-dev pkg-config espeak-ng)
+	apt-get install -y -q $(DEBS) >/dev/null || (apt-get update -q && apt-get install -y -q $(DEBS))
 
 $(CLIENT): tests/clients/feed_tokens.c
 	gcc -O2 -Wall -Wextra -o $@ $< -lzmq

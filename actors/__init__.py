@@ -12,3 +12,5 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 ACTOR_NAMES = ("parser", "tts", "stitcher", "driver", "player")
+#: Supervised beside the actors but outside the media path (consumers of it).
+SERVICE_NAMES = ("web",)

@@ -3,7 +3,9 @@
 import importlib
 import sys
 
-from actors import ACTOR_NAMES as ACTORS
+from actors import ACTOR_NAMES, SERVICE_NAMES
+
+ACTORS = ACTOR_NAMES + SERVICE_NAMES
 
 
 def main() -> None:

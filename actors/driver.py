@@ -4,8 +4,9 @@ The driver renders exactly the frame slots the stitcher pinned to the audio cloc
 mouth shapes from the span's phoneme timing and level, expressions and pose from
 markers (refined from a character offset to the sample where that word is spoken),
 idle life everywhere. Frames leave against player credit (unit: frames), in batches
-of at most ``max_render_batch``; the first speech frame of an utterance is rendered
-alone so it is out as soon as possible. Between batches the loop goes back to its
+of at most ``max_render_batch``; the first speech frame of a chunk is rendered alone
+so it is out as soon as possible, and batches after the start of speech grow with the
+lead the player holds (1, 1, 2, 4, ...). Between batches the loop goes back to its
 sockets, so a barge-in never waits for more than one batch.
 """
 
@@ -44,6 +45,7 @@ def run(ctx: ActorContext) -> None:
     first_frame_sent: set[int] = set()  # sequence ids whose first frame is out
     added_since_render: list[int] = []  # chunks whose phonemes arrived since the last render (for replay)
     sent_since_report = 0
+    speech_streak = 0  # speech frames sent since speech (re)started: batches ramp 1, 1, 2, 4, ... up to max_batch
 
     def queued_frames() -> int:
         return sum(s.n_frames for s in spans) - rendered_in_head
@@ -52,10 +54,10 @@ def run(ctx: ActorContext) -> None:
         return spans[0].first_frame + rendered_in_head if spans else -1
 
     def start_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
-        nonlocal rendered_in_head, sent_since_report
+        nonlocal rendered_in_head, sent_since_report, speech_streak
         if ctx.adopt_epoch(epoch, cause):
             spans.clear()
-            rendered_in_head = 0
+            rendered_in_head = speech_streak = 0
             chunk_starts.clear(), anchors.clear(), pending_markers.clear(), added_since_render.clear()
             face.animator.forget_speech()
             player_credit.enter_epoch(epoch)
@@ -109,12 +111,19 @@ def run(ctx: ActorContext) -> None:
         return chunk_starts[i][2] if i >= 0 else None
 
     def render_batch() -> None:
-        nonlocal rendered_in_head, sent_since_report
+        nonlocal rendered_in_head, sent_since_report, speech_streak
         head = spans[0]
         remaining = head.n_frames - rendered_in_head
         n = min(remaining, player_credit.available, max_batch)
-        if head.kind == "speech" and head.sequence_id not in first_frame_sent:
-            n = 1  # the first frame of a chunk goes out alone: time-to-first-frame
+        if head.kind == "speech":
+            # When speech starts the player skips its idle filler and holds one frame, so a full
+            # batch (~100 ms on a loaded CPU) would underflow it: grow batches with the lead.
+            n = min(n, max(1, speech_streak))
+            if head.sequence_id not in first_frame_sent:
+                n = 1  # the first frame of a chunk goes out alone: time-to-first-frame
+            speech_streak += n
+        else:
+            speech_streak = 0
         first = head.first_frame + rendered_in_head
         frames = np.arange(first, first + n)
         pcm = np.frombuffer(head.pcm, np.int16)

@@ -19,8 +19,12 @@ def run(scene: Scene) -> None:
     status = session.control.call("status")
     pids = [status["supervisor"]["pid"]] + [a["pid"] for a in status["actors"].values()]
     recording = str(scene.dir / "video.mp4")
-    watch = FileWatch([REPO, Path("/tmp"), Path("/dev/shm"), Path.home() / ".cache" / "personas"],
-                      ignore=[scene.dir, REPO / "out", REPO / ".venv"])
+    # Where a hot path could write: the system's own TMPDIR (private to this scene), the repo,
+    # ~/.cache (where onnxruntime's telemetry was found writing), /dev/shm. Not the machine's
+    # /tmp: other programs write there.
+    watch = FileWatch([scene.tmp, REPO, Path.home() / ".cache", Path("/dev/shm")],
+                      ignore=[scene.dir / "video.mp4", scene.dir / "timeline.jsonl", scene.dir / "supervisor.log",
+                              REPO / "out", REPO / ".venv", str(Path.home() / ".cache" / "pip")])
     open_for_writing, replies = [], []
     for reply in SHORT_REPLIES[: 4 if scene.quick else len(SHORT_REPLIES)]:
         start = len(scene.events)

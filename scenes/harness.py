@@ -27,7 +27,7 @@ from supervisor.session import Session
 
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
 ENDPOINTS = ("ingress", "timeline", "control", "av_out", "timeline_in", "system", "health",
-             "parser", "tts", "stitcher", "driver", "player")
+             "parser", "tts", "stitcher", "driver", "player", "web")
 
 
 @dataclass
@@ -55,12 +55,16 @@ class Scene:
         return bool(passed)
 
     def start(self, sections: dict | None = None, record: bool = True) -> Session:
-        """Start the system with this scene's config (private ports) and begin capturing."""
+        """Start the system with this scene's config (private ports, a private TMPDIR) and
+        begin capturing."""
         config_path = write_scene_config(self.dir / "config.toml", sections or {})
         timeline = self.dir / "timeline.jsonl"
         timeline.unlink(missing_ok=True)
+        self.tmp = self.dir / "tmp"
+        self.tmp.mkdir(exist_ok=True)
         self.session = Session(str(config_path), record=str(self.dir / "video.mp4") if record else None,
-                               timeline_jsonl=timeline, log=self.dir / "supervisor.log")
+                               timeline_jsonl=timeline, log=self.dir / "supervisor.log",
+                               env={"TMPDIR": str(self.tmp)})
         self.session.start()
         self.capture = Capture(self.session.endpoints["av_out"])
         self.resources = ResourceSampler(self.session)
@@ -229,6 +233,7 @@ def write_scene_config(path: Path, sections: dict) -> Path:
     lines = ["[endpoints]"] + [f'{k} = "tcp://127.0.0.1:{s.getsockname()[1]}"' for k, s in zip(ENDPOINTS, sockets)]
     for s in sockets:
         s.close()
+    sections = {**sections, "web": {"enabled": False, **sections.get("web", {})}}  # scenes need no browser
     for section, values in sections.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]

@@ -30,7 +30,7 @@ import msgpack
 import psutil
 import zmq
 
-from actors import ACTOR_NAMES
+from actors import ACTOR_NAMES, SERVICE_NAMES
 from actors.config import ENV_VAR, apply_changes, live_changes, to_env
 from protocol import BargeIn, ConfigUpdate, Describe, EpochRequest, Heartbeat, Info, ProtocolError, Ready, Shutdown, TimelineEvent, decode
 from protocol.envelope import unpack_header
@@ -83,7 +83,9 @@ class Arbiter:
         self.ready_timeout_s = float(sup["ready_timeout_s"])
         self.stop_timeout_s = float(sup["stop_timeout_s"])
         self.linger = int(sup["linger_ms"])
-        self.watchers = {name: Watcher(name) for name in ACTOR_NAMES}
+        services = [name for name in SERVICE_NAMES if config.get(name, {}).get("enabled")]
+        self.watchers = {name: Watcher(name) for name in (*ACTOR_NAMES, *services)}
+        self.announce = lambda _message: None  # `up` prints the URL through this
         self.epoch = 0
         self.state = "starting"
         self.started_at = time.monotonic()
@@ -241,7 +243,11 @@ class Arbiter:
         if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
             self.state = "running"
             LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
-            self._emit("supervisor_ready", data={"startup_s": round(now - self.started_at, 2)})
+            web = self.watchers.get("web")
+            if web is not None and web.info.get("url"):
+                self.announce(f"Personas is live: open {web.info['url']} (ingress {self.endpoints['ingress']})")
+            # The config again: a subscriber that joined late may have missed supervisor_start.
+            self._emit("supervisor_ready", data={"startup_s": round(now - self.started_at, 2), "config": self.config})
 
     def _restart(self, watcher: Watcher, why: str) -> None:
         now = time.monotonic()

@@ -50,6 +50,7 @@ def up(config_path, overrides, record) -> None:
         arbiter = Arbiter(config, config_source=config_path or "default")
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+    arbiter.announce = lambda message: click.echo(message, err=False)
     code = arbiter.run()
     if arbiter.stop_reason and code:
         click.echo(f"personas-supervisor: {arbiter.stop_reason}", err=True)

@@ -70,9 +70,9 @@ class EpochAudio:
 def replay(timeline: str | Path, out: str | Path | None = None, keep_images: bool = False,
            echo=lambda _msg: None) -> ReplayResult:
     events = sorted(load_jsonl(timeline), key=lambda e: e["ts_ns"])
-    start = next((e for e in events if e["stage"] == "supervisor_start" and isinstance(e["data"].get("config"), dict)), None)
+    start = next((e for e in events if e["stage"] in ("supervisor_start", "supervisor_ready") and isinstance(e["data"].get("config"), dict)), None)
     if start is None:
-        raise ReplayError("the timeline has no supervisor_start with the config: record it from the start")
+        raise ReplayError("the timeline has no supervisor_start/supervisor_ready with the config: record it from the start")
     config = start["data"]["config"]
     media = config["media"]
     sr, fps = int(media["sample_rate"]), int(media["fps"])

@@ -4,6 +4,7 @@ drive Personas through this, exactly as a user would from a terminal."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,13 +23,14 @@ class SessionError(RuntimeError):
 class Session:
     def __init__(self, config_path: str | None = None, overrides: tuple[str, ...] | list[str] = (),
                  record: str | None = None, timeline_jsonl: str | Path | None = None,
-                 log: str | Path | None = None):
+                 log: str | Path | None = None, env: dict | None = None):
         self.config_path = config_path
         self.overrides = list(overrides)
         self.config = load_config(config_path, self.overrides)
         self.record = record
         self.timeline_jsonl = timeline_jsonl
         self.log_path = log
+        self.env = env  # extra environment for the supervisor (and so for every actor)
         self.proc: subprocess.Popen | None = None
         self.timeline: TimelineRecorder | None = None
         self.control = ControlClient(self.config["endpoints"]["control"])
@@ -55,7 +57,8 @@ class Session:
         if self.log_path:
             Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file, env=env)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -29,7 +29,7 @@ def plot(events: list[dict], out: str | Path, title: str = "") -> Path:
     of = lambda actor, stage, result=None: [e for e in events if e["actor"] == actor and e["stage"] == stage
                                              and (result is None or e["result"] == result)]
     fps = 25
-    start = next((e for e in events if e["stage"] == "supervisor_start" and isinstance(e["data"].get("config"), dict)), None)
+    start = next((e for e in events if e["stage"] in ("supervisor_start", "supervisor_ready") and isinstance(e["data"].get("config"), dict)), None)
     if start:
         fps = int(start["data"]["config"]["media"]["fps"])
 

@@ -11,7 +11,7 @@ import pytest
 from actors.config import load_config
 
 ENDPOINT_KEYS = ("ingress", "timeline", "control", "av_out", "timeline_in", "system", "health",
-                 "parser", "tts", "stitcher", "driver", "player")
+                 "parser", "tts", "stitcher", "driver", "player", "web")
 
 
 def free_ports(n: int) -> list[int]:
@@ -27,10 +27,13 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_config(path: Path, sections: dict | None = None) -> Path:
-    """A config file with fresh loopback ports plus any extra ``{section: {key: value}}``."""
-    ports = free_ports(len(ENDPOINT_KEYS))
+    """A config file with fresh loopback ports plus any extra ``{section: {key: value}}``.
+    The web gateway is off unless a test turns it on (then on a free port too)."""
+    ports = free_ports(len(ENDPOINT_KEYS) + 1)
     lines = ["[endpoints]"] + [f'{k} = "tcp://127.0.0.1:{p}"' for k, p in zip(ENDPOINT_KEYS, ports)]
-    for section, values in (sections or {}).items():
+    sections = {**(sections or {})}
+    sections["web"] = {"enabled": False, "port": ports[-1], **sections.get("web", {})}
+    for section, values in sections.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
             lines.append(f"{key} = {toml_value(value)}")
