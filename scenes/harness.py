@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import zmq
 
 from actors.config import load_config
-from protocol import AVPacket, decode
-from protocol.transport import make_socket
+from supervisor.client import AVCollector
 from supervisor.session import Session
 
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
@@ -47,7 +45,7 @@ class Scene:
     checks: list[Check] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
     session: Session | None = None
-    capture: "Capture | None" = None
+    capture: AVCollector | None = None
     resources: "ResourceSampler | None" = None
 
     def check(self, name: str, passed: bool, value, expected: str) -> bool:
@@ -66,7 +64,7 @@ class Scene:
                                timeline_jsonl=timeline, log=self.dir / "supervisor.log",
                                env={"TMPDIR": str(self.tmp)})
         self.session.start()
-        self.capture = Capture(self.session.endpoints["av_out"])
+        self.capture = AVCollector(self.session.endpoints["av_out"], idle_pixels=False)
         self.resources = ResourceSampler(self.session)
         time.sleep(0.3)
         return self.session
@@ -75,7 +73,7 @@ class Scene:
         if self.resources:
             self.resources.stop()
         if self.capture:
-            self.capture.stop()
+            self.capture.close()
         if self.session:
             self.session.stop()
 
@@ -92,37 +90,6 @@ class Scene:
                 "quick": self.quick, "adapters": self.adapters, "duration_s": round(time.monotonic() - started, 1),
                 "checks": [c.__dict__ for c in self.checks], "notes": self.notes,
                 "artifacts": sorted(p.name for p in self.dir.iterdir())}
-
-
-class Capture:
-    """Every packet the player published on av_out (lossless), in presentation order."""
-
-    def __init__(self, endpoint: str):
-        self.packets: list[AVPacket] = []
-        self._stop = threading.Event()
-        self._ctx = zmq.Context()
-        self._sock = make_socket(self._ctx, zmq.SUB, hwm=1_000_000, linger_ms=0)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sock.connect(endpoint)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self._sock.poll(100):
-                msg = decode(self._sock.recv_multipart())
-                if isinstance(msg, AVPacket):
-                    # Keep audio always; keep pixels only for speech (memory stays modest).
-                    self.packets.append(msg if msg.kind == "speech" else AVPacket(**{**msg.__dict__, "pixels": b""}))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-        self._ctx.term()
-
-    def audio(self, sample_rate: int) -> np.ndarray:
-        return np.concatenate([np.frombuffer(p.pcm, np.int16) for p in self.packets]) if self.packets else np.zeros(0, np.int16)
 
 
 class ResourceSampler:

@@ -50,7 +50,7 @@ def run_scenes(names: list[str], adapters: list[str], quick: bool, echo=print) -
 def write_artifacts(scene: Scene) -> None:
     if scene.capture is not None and scene.session is not None:
         sample_rate = scene.session.config["media"]["sample_rate"]
-        soundfile.write(scene.dir / "audio.wav", scene.capture.audio(sample_rate), sample_rate, subtype="PCM_16")
+        soundfile.write(scene.dir / "audio.wav", scene.capture.audio(), sample_rate, subtype="PCM_16")
     if scene.events:
         plot(scene.events, scene.dir / "plot.png", title=f"scene: {scene.name}")
 
@@ -64,4 +64,4 @@ def table(verdicts: list[dict]) -> str:
 
 
 def audio_of(scene: Scene) -> np.ndarray:
-    return scene.capture.audio(scene.session.config["media"]["sample_rate"]) if scene.capture else np.zeros(0, np.int16)
+    return scene.capture.audio() if scene.capture else np.zeros(0, np.int16)

@@ -10,7 +10,7 @@ import pytest
 from protocol import AudioChunk, AudioSpan, AVPacket, BargeIn, Credit, frame_start_sample
 from tests.conftest import write_config
 from tests.harness import ActorHarness
-from tests.media import AVCollector
+from supervisor.client import AVCollector
 
 SR, FPS = 22050, 25
 SPF = SR // FPS

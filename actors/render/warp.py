@@ -17,6 +17,7 @@ is accurate for the moderate motions used here.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -31,13 +32,15 @@ JAW_OPEN = 0.11
 RBF_FLOOR = math.exp(-4.5)
 
 
-class FrameRenderer:
-    """Interface: a renderer turns parameter vectors into RGB frames."""
+class FrameRenderer(ABC):
+    """Interface: a renderer turns parameter vectors into RGB frames. The parametric warp
+    below is one; a learned model (LivePortrait/SadTalker-class) would be another."""
 
     name = "renderer"
 
+    @abstractmethod
     def render(self, params: np.ndarray) -> np.ndarray:  # (B, N_PARAMS) -> (B, H, W, 3) uint8
-        raise NotImplementedError
+        """Render a batch of parameter vectors."""
 
     def describe(self) -> dict:
         return {"name": self.name}

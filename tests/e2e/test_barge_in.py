@@ -11,7 +11,7 @@ import pytest
 from supervisor.benchmarks import interrupt_at_random_points
 from supervisor.session import Session
 from tests.conftest import write_config
-from tests.media import AVCollector
+from supervisor.client import AVCollector
 
 pytestmark = pytest.mark.e2e
 FADE_SAMPLES = 10 * 22050 // 1000

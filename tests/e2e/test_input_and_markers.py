@@ -13,7 +13,7 @@ import zmq
 from protocol.transport import make_socket
 from supervisor.session import Session
 from tests.conftest import write_config
-from tests.media import AVCollector
+from supervisor.client import AVCollector
 
 pytestmark = pytest.mark.e2e
 

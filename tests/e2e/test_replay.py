@@ -11,7 +11,8 @@ import pytest
 from supervisor.replay import replay
 from supervisor.session import Session
 from tests.conftest import write_config
-from tests.media import AVCollector, read_mp4
+from supervisor.client import AVCollector
+from tests.media import read_mp4
 
 pytestmark = pytest.mark.e2e
 
