@@ -29,7 +29,7 @@ from .runtime import ActorContext
 from .sinks import Mp4Recorder, Overlay
 
 NAME = "player"
-BARGE_FADE_MS = 10
+BARGE_FADE_MS = 5
 #: If presentation falls this many frames behind the clock, the clock slips instead of bursting.
 MAX_LATE_FRAMES = 3
 
@@ -105,7 +105,8 @@ def run(ctx: ActorContext) -> None:
                  chunk_id=packet.sequence_id if packet else -1,
                  epoch=packet.epoch if packet else None,
                  surface="sink",
-                 data={"tick": tick, "kind": kind, "faded": faded, "lateness_ms": round((now - due) * 1000, 2), "depth": len(buffer),
+                 data={"tick": tick, "due_ns": int(due * 1e9), "kind": kind, "faded": faded,
+                       "lateness_ms": round((now - due) * 1000, 2), "depth": len(buffer),
                        "final": bool(packet and packet.final), "provenance": packet.provenance if packet else None,
                        "rms": int(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0})
         if packet is not None and packet.final:

@@ -167,14 +167,20 @@ def run(ctx: ActorContext) -> None:
                     client.queue.append(text)
                     client.wake.set()
 
+    def on_epoch(epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
+        # The gateway holds no pipeline work, but it acknowledges every epoch like any actor
+        # (the supervisor re-sends a barge-in until all have). Pages flush old audio themselves
+        # when the first packet of the new epoch reaches them.
+        ctx.adopt_epoch(epoch, cause)
+
     async def housekeeping() -> None:
         while ctx.running:
-            ctx.handle_system(lambda *_: None)
+            ctx.handle_system(on_epoch)
             for _ in ctx.drain(ctx.inbox):
                 pass
             stats["clients"], stats["wav_listeners"] = len(clients), len(wav_listeners)
             ctx.heartbeat(dict(stats))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)  # the system channel (barge-in) is read at least every 20 ms
         raise web.GracefulExit()
 
     control_lock = asyncio.Lock()

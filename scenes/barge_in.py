@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from actors.player import BARGE_FADE_MS
 from supervisor.benchmarks import interrupt_at_random_points
 from supervisor.client import utterance_ttff
 
@@ -18,10 +19,17 @@ def run(scene: Scene) -> None:
     start = len(scene.events)
     done = session.say_and_wait("Right, let me start again from the beginning.")
     cuts = [r["cut_ms"] for r in records]
-    at_boundary = [r for r in records if r["cut_ms"] <= (r["next_frame_boundary_ms"] or 0) + 41]
-    scene.notes.update({"cut_ms": cuts, "next_frame_boundary_ms": [r["next_frame_boundary_ms"] for r in records]})
-    scene.check("hard stop at a frame boundary", len(at_boundary) == len(records) and max(cuts) < 60,
-                f"max cut {max(cuts)} ms", "the next frame boundary (at most one more frame), < 60 ms")
+    # Once the player has the new epoch, the next tick is the cut: one old frame faded out within
+    # BARGE_FADE_MS, nothing old after it, so the last old sample is at most a frame + the fade later.
+    frame_ms = 1000 / int(session.config["media"]["fps"])
+    at_boundary = [r for r in records if r["player_received_ms"] is not None and r["cut_frame_faded"]
+                   and r["old_frames_after_player_received"] <= 1
+                   and r["cut_ms"] <= r["player_received_ms"] + frame_ms + BARGE_FADE_MS + 1]
+    scene.notes.update({"cut_ms": cuts, "next_frame_boundary_ms": [r["next_frame_boundary_ms"] for r in records],
+                        "player_received_ms": [r["player_received_ms"] for r in records]})
+    scene.check("hard stop at a frame boundary", len(at_boundary) == len(records),
+                f"{len(at_boundary)}/{len(records)} cut at the first tick after the player had it; max last old sample "
+                f"{max(cuts)} ms", f"one faded frame, silent <= {frame_ms:.0f} + {BARGE_FADE_MS} ms after the player has it")
     flushes = {e["epoch"] for e in scene.of("player", "flush")}
     scene.check("buffer flushed every time", all(r["new_epoch"] in flushes for r in records), len(flushes), f"{points}")
     epochs = [p.epoch for p in scene.capture.packets]

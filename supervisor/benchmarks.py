@@ -138,10 +138,18 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
                                echo: Callable[[str], None] = print) -> list[dict]:
     """Start speaking, interrupt at a random moment (ingress or control, alternately), repeat.
     Per point: when it was sent, the next presentation tick after it (the floor for a
-    frame-aligned cut) and the last presentation of old-epoch audio."""
+    frame-aligned cut) and when the last audible old-epoch sample was played: the end of
+    the faded cut frame (its fade), or of the last whole old frame."""
     import random
 
+    from actors.player import BARGE_FADE_MS
+
     rng = random.Random(seed)
+    frame_ns = 1e9 / int(session.config["media"]["fps"])
+
+    def audio_end_ns(present: dict) -> float:
+        return present["data"]["due_ns"] + (BARGE_FADE_MS * 1e6 if present["data"]["faded"] else frame_ns)
+
     records = []
     for i in range(points):
         start = len(session.timeline.events)
@@ -163,27 +171,37 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
         time.sleep(0.15)  # let the last old frame (if any) be presented
         events = session.timeline.events[start:]
         presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present"]
-        old_audio = [e["ts_ns"] for e in presents if e["epoch"] <= old_epoch and e["data"].get("rms", 0) > 0]
-        next_tick = min((e["ts_ns"] for e in presents if e["ts_ns"] >= sent_ns), default=None)
+        old_audio = [audio_end_ns(e) for e in presents if e["epoch"] <= old_epoch and e["data"].get("rms", 0) > 0]
+        next_tick = min((e["data"]["due_ns"] for e in presents if e["data"]["due_ns"] >= sent_ns), default=None)
         last_old = max(old_audio) if old_audio else None
-        late_old = [e for e in presents if e["epoch"] <= old_epoch and e["ts_ns"] > sent_ns]
+        late_old = [e for e in presents if e["epoch"] <= old_epoch and e["data"]["due_ns"] > sent_ns]
+        # The player's own receipt of the new epoch: from then on at most one old frame (the
+        # faded cut frame) may be presented.
+        player_ack = next((e for e in events if e["actor"] == "player" and e["stage"] == "barge_in"
+                           and e["epoch"] > old_epoch), None)
+        after_ack = [e for e in presents if player_ack and e["epoch"] <= old_epoch and e["ts_ns"] > player_ack["ts_ns"]]
         record = {
             "via": via, "sent_ns": sent_ns, "old_epoch": old_epoch,
             "new_epoch": acked["epoch"] if acked else None,
             "acknowledged_ms": acked["data"]["all_acknowledged_ms"] if acked else None,
+            "player_received_ms": round((player_ack["ts_ns"] - sent_ns) / 1e6, 2) if player_ack else None,
             "cut_ms": round(max(0, (last_old or sent_ns) - sent_ns) / 1e6, 2),
             "next_frame_boundary_ms": round((next_tick - sent_ns) / 1e6, 2) if next_tick else None,
             "old_frames_after_barge_in": len(late_old),
             "old_frames_after_barge_in_audible": sum(1 for e in late_old if e["data"].get("rms", 0) > 0),
+            "old_frames_after_player_received": len(after_ack),
+            "cut_frame_faded": all(e["data"]["faded"] for e in after_ack),
         }
         records.append(record)
-        echo(f"point {i + 1:>2} via {via:<7}: last old audio {record['cut_ms']:6.1f} ms after the barge-in "
-             f"(next frame boundary {record['next_frame_boundary_ms']} ms), acks in {record['acknowledged_ms']} ms, "
-             f"old frames after it {record['old_frames_after_barge_in']}")
+        echo(f"point {i + 1:>2} via {via:<7}: last old sample {record['cut_ms']:6.1f} ms after the barge-in "
+             f"(next frame boundary {record['next_frame_boundary_ms']} ms, player had it at "
+             f"{record['player_received_ms']} ms), acks in {record['acknowledged_ms']} ms")
     return records
 
 
 def bargein(config_path: str | None, overrides, points: int = 50, echo: Callable[[str], None] = print) -> dict:
+    from actors.player import BARGE_FADE_MS
+
     session = Session(config_path, overrides, log="out/bench-supervisor.log")
     session.start()
     try:
@@ -195,13 +213,17 @@ def bargein(config_path: str | None, overrides, points: int = 50, echo: Callable
     result = {
         "method": ("Speak a long paragraph, wait a random 0.1-2.5 s after speech starts, send a barge-in "
                    "(alternately {type: barge_in} on the ingress and the control endpoint), repeat. 'cut' = from "
-                   "sending to the last presentation of audio of the old epoch (the one faded frame); baseline = "
-                   "from sending to the next presentation tick, the earliest a frame-aligned cut can happen."),
+                   "sending to the last audible sample of the old epoch on the player's sample clock: the end of the "
+                   f"{BARGE_FADE_MS} ms fade in the cut frame (or of the last whole old frame); baseline = from "
+                   "sending to the next presentation tick, the earliest a frame-aligned cut can start."),
         "points": points,
         "cut_ms": summarize(cut),
         "next_frame_boundary_ms": summarize(boundary),
         "acknowledged_by_all_ms": summarize([r["acknowledged_ms"] for r in records if r["acknowledged_ms"] is not None]),
-        "old_frames_after_cut": sum(max(0, r["old_frames_after_barge_in"] - 1) for r in records),
+        "player_received_ms": summarize([r["player_received_ms"] for r in records if r["player_received_ms"] is not None]),
+        # After the player has the new epoch, only the one faded cut frame may still be old.
+        "old_frames_after_cut": sum(max(0, r["old_frames_after_player_received"] - 1) + (not r["cut_frame_faded"])
+                                    for r in records),
         "target_ms": 40,
         "machine": machine(),
     }
@@ -434,11 +456,12 @@ def markdown_table(results: dict) -> str:
                         f"| floor {c['floor_ms']['median']} ms (Piper on the fragment + one render) | {c['ratio_generated_to_floor']} x floor |")
     if "bargein" in results:
         b = results["bargein"]
-        rows.append(f"| Barge-in -> last old audio presented, median / p95 / max ({b['points']} points) | "
+        rows.append(f"| Barge-in -> last audible old sample (end of the cut frame's fade), median / p95 / max ({b['points']} points) | "
                     f"{b['cut_ms']['median']} / {b['cut_ms']['p95']} / {b['cut_ms']['max']} ms | next frame boundary "
                     f"{b['next_frame_boundary_ms']['median']} / {b['next_frame_boundary_ms']['p95']} ms | target <= 40 ms, aim 20 |")
-        rows.append(f"| Barge-in -> every actor acknowledged | {b['acknowledged_by_all_ms']['median']} / "
-                    f"{b['acknowledged_by_all_ms']['p95']} ms | - | - |")
+        rows.append(f"| Barge-in -> the player has it / every actor acknowledged, median / p95 | "
+                    f"{b['player_received_ms']['median']} / {b['player_received_ms']['p95']} ms; "
+                    f"{b['acknowledged_by_all_ms']['median']} / {b['acknowledged_by_all_ms']['p95']} ms | - | - |")
     if "sync" in results:
         y = results["sync"]
         rows.append(f"| Presentation lateness vs the audio clock, p50 / p99 / max | idle {y['idle']['lateness_ms']['p50']} / "

@@ -7,10 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from actors.player import BARGE_FADE_MS
 from protocol import AudioChunk, AudioSpan, AVPacket, BargeIn, Credit, frame_start_sample
+from supervisor.client import AVCollector
 from tests.conftest import write_config
 from tests.harness import ActorHarness
-from supervisor.client import AVCollector
 
 SR, FPS = 22050, 25
 SPF = SR // FPS
@@ -119,8 +120,8 @@ def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_with_a_short_fa
         new = [p for p in presented if p.epoch == 1]
         assert new and old and len(old) < 30  # the rest of the old epoch was flushed
         cut = np.frombuffer(old[-1].pcm, np.int16)
-        fade = 10 * SR // 1000
-        assert np.all(cut[fade:] == 0) and abs(int(cut[fade - 1])) < 200  # faded to silence within 10 ms
+        fade = BARGE_FADE_MS * SR // 1000
+        assert np.all(cut[fade:] == 0) and abs(int(cut[fade - 1])) < 200  # faded to silence within the fade
         assert presented.index(new[0]) == presented.index(old[-1]) + 1 or all(
             p.epoch == 0 or p.kind == "fill" for p in presented[presented.index(old[-1]) + 1:presented.index(new[0])])
         flush = h.events_of("flush")[0]["data"]

@@ -8,13 +8,14 @@ import time
 import numpy as np
 import pytest
 
+from actors.player import BARGE_FADE_MS
 from supervisor.benchmarks import interrupt_at_random_points
+from supervisor.client import AVCollector
 from supervisor.session import Session
 from tests.conftest import write_config
-from supervisor.client import AVCollector
 
 pytestmark = pytest.mark.e2e
-FADE_SAMPLES = 10 * 22050 // 1000
+FADE_SAMPLES = BARGE_FADE_MS * 22050 // 1000
 
 
 def test_barge_in_at_random_points_leaves_nothing_stale(tmp_path):
@@ -34,10 +35,12 @@ def test_barge_in_at_random_points_leaves_nothing_stale(tmp_path):
     for r in records:
         assert r["new_epoch"] == r["old_epoch"] + 1
         assert r["cut_ms"] < 100  # generous sanity bound; the benchmark reports the real figures
+        # Once the player has the new epoch, only the cut frame (faded) may still be old.
+        assert r["old_frames_after_player_received"] <= 1 and r["cut_frame_faded"]
         old = [p for p in packets if p.epoch == r["old_epoch"]]
         if old and old[-1].kind == "speech" and r["old_frames_after_barge_in"]:
             pcm = np.frombuffer(old[-1].pcm, np.int16)
-            assert np.all(pcm[FADE_SAMPLES:] == 0)  # the cut frame fades out within 10 ms, then silence
+            assert np.all(pcm[FADE_SAMPLES:] == 0)  # the cut frame fades out, then silence
         flush = [e for e in events if e["stage"] == "flush" and e["epoch"] == r["new_epoch"]]
         assert flush, "the player flushed its buffer"
     mine = [p for p in packets if p.utterance_id == final["utterance_id"] and p.epoch == final["epoch"]]

@@ -110,6 +110,9 @@ def test_the_page_speaks_draws_charts_and_interrupts_within_a_frame(live, artifa
     assert scheduled > 0 and t1 > t0 and live_mode is False  # the audition plays from the ring
     barge = session.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "epoch", 10)
     assert barge is not None                          # and the pipeline was interrupted too
+    acked = session.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "barge_in"
+                                      and e["epoch"] == barge["epoch"] and "all_acknowledged_ms" in e["data"], 10)
+    assert acked is not None, "every actor, the web gateway included, acknowledged the epoch"
 
 
 def test_audio_wav_is_one_header_then_growing_pcm(live):
