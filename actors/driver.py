@@ -133,6 +133,14 @@ def run(ctx: ActorContext) -> None:
         started = time.perf_counter()
         images = face.render_frames(frames, rms)
         render_ms = (time.perf_counter() - started) * 1000
+        # On the timeline before the frames leave: the player may present one within a
+        # millisecond, and replay follows the timeline in time order (render, then present).
+        ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
+                 duration_ms=render_ms, surface=face.renderer.name,
+                 data={"frames": n, "kind": head.kind, "credit_left": player_credit.available - n, "unit": "frames",
+                       "link": "driver->player", "cost": n, "queued_frames": queued_frames() - n, "final": head.final,
+                       "added_chunks": list(added_since_render)})
+        added_since_render.clear()
         for i, frame in enumerate(frames):
             sample = frame_start_sample(int(frame), sr, fps)
             provenance = provenance_at(sample) if head.kind == "speech" else None
@@ -158,12 +166,6 @@ def run(ctx: ActorContext) -> None:
             rendered_in_head = 0
         if len(first_frame_sent) > 1024:
             first_frame_sent.clear()
-        ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
-                 duration_ms=render_ms, surface=face.renderer.name,
-                 data={"frames": n, "kind": head.kind, "credit_left": player_credit.available, "unit": "frames",
-                       "link": "driver->player", "cost": n, "queued_frames": queued_frames(), "final": head.final,
-                       "added_chunks": list(added_since_render)})
-        added_since_render.clear()
         ctx.grant("stitcher", "stitcher->driver", n, "frames",
                   depth=queued_frames() + player_credit.depth + sent_since_report, playing=player_credit.playing)
 

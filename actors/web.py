@@ -52,7 +52,7 @@ QUIET_STAGES = {"heartbeat", "credit", "send", "span", "render", "stitch", "read
 class Client:
     ws: object
     peer: str
-    queue: deque = field(default_factory=lambda: deque())
+    queue: deque = field(default_factory=deque)  # bounded by fan_out: lag, then disconnect
     dropped_video: int = 0
     lagging: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -254,7 +254,10 @@ def run(ctx: ActorContext) -> None:
 
         async def sender():
             while not ws.closed:
-                await client.wake.wait()
+                try:  # every wait has a timeout: a closed socket is noticed even without traffic
+                    await asyncio.wait_for(client.wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
                 client.wake.clear()
                 while client.queue and not ws.closed:
                     item = client.queue.popleft()
