@@ -96,6 +96,8 @@ def run(ctx: ActorContext) -> None:
                 send(av_out, dataclasses.replace(packet, pixels=pixels, pcm=pcm), flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
+        handed_off = time.monotonic()  # the frame has left for every sink
+        if packet is not None:
             ctx.grant("driver", "driver->player", 1, "frames", depth=len(buffer), playing=True)
         stats["presented"] += 1
         # Exactly one `present` event per tick; a hold mid-speech is the underflow itself.
@@ -106,7 +108,8 @@ def run(ctx: ActorContext) -> None:
                  epoch=packet.epoch if packet else None,
                  surface="sink",
                  data={"tick": tick, "due_ns": int(due * 1e9), "kind": kind, "faded": faded,
-                       "lateness_ms": round((now - due) * 1000, 2), "depth": len(buffer),
+                       "lateness_ms": round((now - due) * 1000, 2),
+                       "handoff_ms": round((handed_off - due) * 1000, 2), "depth": len(buffer),
                        "final": bool(packet and packet.final), "provenance": packet.provenance if packet else None,
                        "rms": int(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0})
         if packet is not None and packet.final:
@@ -117,7 +120,7 @@ def run(ctx: ActorContext) -> None:
     poller.register(ctx.system, zmq.POLLIN)
     poller.register(ctx.inbox, zmq.POLLIN)
     ctx.ready({"actor": NAME, "clock": "monotonic, advancing at the audio rate (virtual sound card)",
-               "jitter_min_frames": jitter_min, "window_frames": window,
+               "jitter_min_frames": jitter_min, "window_frames": window, "scheduling": ctx.scheduling,
                "sinks": (["mp4:" + cfg["record"]] if recorder else []) + ["zmq-pub:" + ctx.endpoints["av_out"]],
                "overlay": {"text": cfg["overlay_text"], "logo": cfg["overlay_logo"]},
                "consumes": ["av_packet <- driver"], "produces": ["av_packet -> av_out PUB", "credit -> driver (frames)"],

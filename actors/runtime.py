@@ -81,6 +81,8 @@ class ActorContext:
         self.log = logging.getLogger(f"personas.{name}")
         self.endpoints = self.config["endpoints"]
         linger = int(self.config["supervisor"]["linger_ms"])
+        # Before any thread starts: ZeroMQ's I/O thread inherits the policy (Linux sets it per thread).
+        self.scheduling = set_scheduling(self.config.get(name, {}))
         self.zmq = zmq.Context()
         self._linger = linger
         self.inbox = self.socket(zmq.PULL, hwm=10_000)
@@ -98,6 +100,10 @@ class ActorContext:
             self.log.warning("timeline proxy did not subscribe within %d ms; early events may be lost", SUBSCRIPTION_WAIT_MS)
         self.health = self.socket(zmq.PUSH, hwm=100)
         self.health.connect(self.endpoints["health"])
+        if self.scheduling and self.scheduling["refused"]:
+            self.log.warning("scheduling request refused (%s); running %s at niceness %d",
+                             "; ".join(self.scheduling["refused"]), self.scheduling["policy"], self.scheduling["niceness"])
+            self.emit("scheduling", "warn", data=self.scheduling)
         self.peers: dict[str, zmq.Socket] = {}
         self.info: dict = {"actor": name, "state": "starting"}
         self.config_version = int(os.environ.get("PERSONAS_CONFIG_VERSION", "0"))
@@ -284,6 +290,37 @@ def run_actor(name: str, run) -> None:
         run(ctx)
     finally:
         ctx.close()
+
+
+def set_scheduling(section: dict) -> dict | None:
+    """Ask the OS to run this process ahead of the compute workers: SCHED_FIFO at
+    ``realtime_priority`` where the OS allows it (Linux; root, CAP_SYS_NICE or an
+    RLIMIT_RTPRIO grant), else ``niceness``. Without permission the process keeps what it
+    had and the caller reports it. Threads started later inherit the policy."""
+    rt, niceness = int(section.get("realtime_priority", 0)), section.get("niceness")
+    if not rt and niceness is None:
+        return None
+    result: dict = {"policy": "other", "niceness": os.getpriority(os.PRIO_PROCESS, 0), "refused": []}
+    if rt and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
+            return {**result, "policy": "fifo", "realtime_priority": rt}
+        except OSError as exc:  # EPERM: not privileged
+            result["refused"].append(f"SCHED_FIFO {rt}: {exc.strerror}")
+    if niceness is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, int(niceness))
+            result["niceness"] = int(niceness)
+        except OSError as exc:
+            result["refused"].append(f"niceness {niceness}: {exc.strerror}")
+    return result
+
+
+def drop_realtime() -> None:
+    """For a helper thread of a realtime process (an encoder, say): back to the normal
+    policy, so bulk work never runs ahead of the compute workers."""
+    if hasattr(os, "sched_setscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def link_hwm(config: dict, sender: str, receiver: str) -> int:

@@ -72,20 +72,26 @@ class Mp4Recorder:
         self._thread.start()
 
     def write(self, tick: int, pixels: np.ndarray, pcm: np.ndarray) -> bool:
-        try:
-            self._queue.put((tick, pixels, pcm), timeout=0.5)
+        try:  # never wait: this runs on the presentation tick
+            self._queue.put_nowait((tick, pixels, pcm))
             return True
         except queue.Full:
             self.dropped += 1
             return False
 
     def close(self, timeout: float = 30.0) -> None:
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the writer died (self.error says why) or is hopelessly behind
+            LOG.error("recorder did not drain within %.0f s; the file may be truncated", timeout)
         self._thread.join(timeout)
 
     def _run(self) -> None:
         import av
 
+        from .runtime import drop_realtime
+
+        drop_realtime()  # encoding is bulk work: it must not run at the clock's priority
         container = av.open(str(self.path), "w")
         video = container.add_stream("libx264", rate=self.fps)
         video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
@@ -95,7 +101,10 @@ class Mp4Recorder:
         video_tb, audio_tb = fractions.Fraction(1, self.fps), fractions.Fraction(1, self.sample_rate)
         try:
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=1.0)
+                except queue.Empty:  # nothing presented for a second: keep waiting for frames or close
+                    continue
                 if item is None:
                     break
                 tick, pixels, pcm = item
