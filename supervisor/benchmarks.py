@@ -273,8 +273,8 @@ def _lateness_idle_and_loaded(session: Session, name: str, echo: Callable[[str],
     result: dict = {}
     session.start()
     try:
-        ready = next(e for e in session.timeline.events if e["actor"] == "player" and e["stage"] == "ready")
-        result["scheduling"] = ready["data"].get("scheduling")
+        ready = next((e for e in session.timeline.events if e["actor"] == "player" and e["stage"] == "ready"), None)
+        result["scheduling"] = ready["data"].get("scheduling") if ready else None
         for label in ("idle", "loaded"):
             stop = multiprocessing.Event()
             hogs = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True)

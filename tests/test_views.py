@@ -48,3 +48,9 @@ def test_bench_table_from_json():
                "baseline": {"personas_first_frame_ms": 450.0, "naive_first_frame_ms": 5000.0, "speedup": 11.1}}
     table = markdown_table(results)
     assert table.count("\n") == 3 and "38.0x memcpy" in table and "11.1x sooner" in table
+    lat = lambda p99: {"lateness_ms": {"p50": 0.1, "p99": p99, "max": 2 * p99}, "underflows": 0}
+    results["sync"] = {"scheduling": {"policy": "fifo"}, "idle": lat(0.5), "loaded": lat(0.2),
+                       "normal_priority": {"idle": lat(2.0), "loaded": lat(5.0)},
+                       "recording": {"start_skew_ms": 0.0, "duration_difference_ms": 0.0}}
+    table = markdown_table(results)
+    assert "(player fifo)" in table and "loaded 0.1 / 5.0 / 10.0 ms" in table and "loaded p99 25.0 x lower" in table
