@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtime import drop_realtime
+
 LOG = logging.getLogger("personas.player")
 #: Frames the recorder may fall behind before presentation would have to wait.
 RECORDER_QUEUE = 250
@@ -88,8 +90,6 @@ class Mp4Recorder:
 
     def _run(self) -> None:
         import av
-
-        from .runtime import drop_realtime
 
         drop_realtime()  # encoding is bulk work: it must not run at the clock's priority
         container = av.open(str(self.path), "w")

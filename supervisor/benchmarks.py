@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from actors.player import BARGE_FADE_MS
+
 from .client import summarize, utterance_ttff
 from .session import Session
 
@@ -142,8 +144,6 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
     the faded cut frame (its fade), or of the last whole old frame."""
     import random
 
-    from actors.player import BARGE_FADE_MS
-
     rng = random.Random(seed)
     frame_ns = 1e9 / int(session.config["media"]["fps"])
 
@@ -200,8 +200,6 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
 
 
 def bargein(config_path: str | None, overrides, points: int = 50, echo: Callable[[str], None] = print) -> dict:
-    from actors.player import BARGE_FADE_MS
-
     session = Session(config_path, overrides, log="out/bench-supervisor.log")
     session.start()
     try:
