@@ -1,7 +1,9 @@
 """The five actor processes: parser, tts, stitcher, driver, player.
 
-Each module's ``run(ctx)`` is that actor's one loop; ``python -m actors NAME`` starts
-it. The supervisor launches all five and wires them through the config's endpoints.
+Each module defines one actor class (``Parser``, ``Tts``, ``Stitcher``, ``Driver``,
+``Player``) whose ``run()`` is that actor's one loop; ``python -m actors NAME`` starts
+it in a process. The supervisor launches all five and wires them through the config's
+endpoints. ``actors.testing`` drives a class in-process for unit tests.
 """
 
 import os
@@ -10,7 +12,3 @@ import os
 # ~/.cache/Microsoft and would upload them: disk writes on the synthesis path and network
 # egress nobody declared. Off for every Personas process (found by the Breathing Room scene).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-ACTOR_NAMES = ("parser", "tts", "stitcher", "driver", "player")
-#: Supervised beside the actors but outside the media path (consumers of it).
-SERVICE_NAMES = ("web",)

@@ -3,18 +3,26 @@
 import importlib
 import sys
 
-from actors import ACTOR_NAMES, SERVICE_NAMES
+from protocol.names import ACTOR_NAMES
 
-ACTORS = ACTOR_NAMES + SERVICE_NAMES
+
+def actor_class(name: str) -> type:
+    """The class an actor module defines: ``actors.tts`` -> ``Tts``."""
+    return getattr(importlib.import_module(f"actors.{name}"), name.capitalize())
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in ACTORS:
-        sys.exit(f"usage: python -m actors {{{'|'.join(ACTORS)}}}")
-    from actors.runtime import run_actor
+    if len(sys.argv) != 2 or sys.argv[1] not in ACTOR_NAMES:
+        sys.exit(f"usage: python -m actors {{{'|'.join(ACTOR_NAMES)}}}")
+    from actors.runtime import ProcessContext, setup_logging
 
     name = sys.argv[1]
-    run_actor(name, importlib.import_module(f"actors.{name}").run)
+    setup_logging(name)
+    ctx = ProcessContext(name)
+    try:
+        actor_class(name)(ctx).run()
+    finally:
+        ctx.close()
 
 
 if __name__ == "__main__":

@@ -15,27 +15,19 @@ from collections import deque
 
 import zmq
 
-from protocol import (
-    ConfigUpdate,
-    Credit,
-    EpochRequest,
-    IngressBargeIn,
-    IngressEnd,
-    IngressToken,
-    ProtocolError,
-    TextChunk,
-    VisualMarker,
-    parse_ingress,
-)
+from protocol import (ConfigUpdate, Credit, EpochRequest, IngressBargeIn, IngressEnd, IngressToken, ProtocolError,
+                      TextChunk, VisualMarker, parse_ingress)
+from protocol.config import apply_changes
 from protocol.limits import INGRESS_MAX_BYTES, INGRESS_SOCKET_MAX_BYTES
 
 from .runtime import ActorContext, CreditLedger, now_ns
-from .config import apply_changes
 from .stream_parser import ChunkPolicy, ParsedChunk, ParsedMarker, ParseError, StreamParser
 
 NAME = "parser"
 #: How long to wait for the supervisor to confirm a requested epoch before asking again.
 EPOCH_REQUEST_RETRY_S = 0.5
+#: Ingress messages read per loop turn, so credit and the system channel are never starved.
+INGRESS_BATCH = 256
 
 
 def policy_from(config: dict, target_tokens: int = 0) -> ChunkPolicy:
@@ -44,173 +36,183 @@ def policy_from(config: dict, target_tokens: int = 0) -> ChunkPolicy:
                        target_tokens=int(target_tokens) if ctl["enabled"] else 0)
 
 
-def describe(config: dict) -> dict:
-    return {
-        "actor": NAME,
-        "consumes": ["ingress: utf-8 token | {type: token|end|barge_in}"],
-        "produces": ["text_chunk -> tts", "visual_marker -> driver"],
-        "credit": {"link": "parser->tts", "unit": "chunks"},
-        "limits": {
-            "ingress_max_bytes": INGRESS_MAX_BYTES,
-            "max_chunk_chars": config["parser"]["max_chunk_chars"],
-            "max_buffered_chunks": config["parser"]["max_buffered_chunks"],
-        },
-    }
+class Parser:
+    def __init__(self, ctx: ActorContext):
+        self.ctx = ctx
+        cfg = ctx.config["parser"]
+        self.max_buffered = int(cfg["max_buffered_chunks"])
+        self.ingress = ctx.socket(zmq.PULL, max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
+        self.ingress.bind(ctx.endpoints["ingress"])
+        self.stream = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
+        self.tts_credit = CreditLedger("parser->tts", "chunks")
+        self.outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
+        self.held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
+        # What left recently, with when its text arrived: a barge-in from elsewhere (the control
+        # endpoint) can reach us after text that was sent after it; that text must survive.
+        self.recent_chunks: deque[tuple[int, TextChunk]] = deque(maxlen=64)
+        self.recent_markers: deque[tuple[int, ParsedMarker]] = deque(maxlen=256)
+        self.opened_at: dict[int, int] = {}  # sequence_id -> arrival of the chunk's first token, for chunks in the outbox
+        self.utterance_id = 0
+        self.barge_requested_at: float | None = None
 
+    def describe(self) -> dict:
+        cfg = self.ctx.config["parser"]
+        return {
+            "actor": NAME,
+            "consumes": ["ingress: utf-8 token | {type: token|end|barge_in}"],
+            "produces": ["text_chunk -> tts", "visual_marker -> driver"],
+            "credit": {"link": "parser->tts", "unit": "chunks"},
+            "limits": {"ingress_max_bytes": INGRESS_MAX_BYTES, "max_chunk_chars": cfg["max_chunk_chars"],
+                       "max_buffered_chunks": cfg["max_buffered_chunks"]},
+        }
 
-def run(ctx: ActorContext) -> None:
-    cfg = ctx.config["parser"]
-    max_buffered = int(cfg["max_buffered_chunks"])
-    ingress = ctx.socket(zmq.PULL, max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
-    ingress.bind(ctx.endpoints["ingress"])
-    parser = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
-    tts_credit = CreditLedger("parser->tts", "chunks")
-    outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
-    held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
-    # What left recently, with when its text arrived: a barge-in from elsewhere (the control
-    # endpoint) can reach us after text that was sent after it; that text must survive.
-    recent_chunks: deque[tuple[int, TextChunk]] = deque(maxlen=64)
-    recent_markers: deque[tuple[int, ParsedMarker]] = deque(maxlen=256)
-    opened_at = {}  # sequence_id -> arrival of the chunk's first token, for chunks in the outbox
-    utterance_id = 0
-    barge_requested_at: float | None = None
+    def run(self) -> None:
+        ctx = self.ctx
+        poller = ctx.poller(self.ingress)
+        ctx.ready(self.describe())
+        while ctx.running:
+            poller.modify(self.ingress, zmq.POLLIN if self.has_room() else 0)
+            poller.poll(ctx.poll_timeout_ms())
+            ctx.receive(self)  # system first: barge-in beats queued data
+            self.read_ingress()
+            self.step()
+            ctx.heartbeat(self.stats())
+        self.ingress.close()
 
-    def publish(events: list, received_ns: int) -> None:
-        for event in events:
-            if isinstance(event, ParsedMarker):
-                recent_markers.append((received_ns, event))
-                if barge_requested_at is None:
-                    send_marker(event)
-                else:
-                    held_markers.append(event)
-            elif isinstance(event, ParsedChunk):
-                opened_at[event.sequence_id] = event.opened_at_ns
-                outbox.append(
-                    TextChunk(
-                        epoch=ctx.epoch, utterance_id=utterance_id, sequence_id=event.sequence_id,
-                        text=event.text, boundary=event.boundary, final=event.final,
-                        marker_count=event.marker_count, window_tokens=event.tokens,
-                        closed_at_ns=event.closed_at_ns,
-                    )
-                )
-                ctx.emit(
-                    "parse", utterance_id=utterance_id, chunk_id=event.sequence_id,
-                    duration_ms=(received_ns - event.closed_at_ns) / 1e6, surface="ingress",
-                    data={"text": event.text, "boundary": event.boundary, "final": event.final,
-                          "tokens": event.tokens, "markers": event.marker_count, "closed_at_ns": event.closed_at_ns,
-                          "opened_at_ns": event.opened_at_ns,
-                          "target_tokens": parser.policy.target_tokens},
-                )
-            elif isinstance(event, ParseError):
-                ctx.error("parse", event.code, f"{event.detail}: {event.raw[:80]!r}", surface="ingress", utterance_id=utterance_id)
+    def stats(self) -> dict:
+        return {"queued_chunks": len(self.outbox), "buffered_chars": self.stream.buffered_chars,
+                "credit": {"tts": self.tts_credit.available}, "utterance_id": self.utterance_id}
 
-    def send_marker(m: ParsedMarker) -> None:
-        marker = VisualMarker(
-            epoch=ctx.epoch, utterance_id=utterance_id, sequence_id=m.sequence_id, command=m.command,
-            value=m.value, timestamp_offset=float(m.offset), index_in_chunk=m.index_in_chunk,
-        )
-        ctx.send_to("driver", marker)
-        ctx.emit("marker", utterance_id=utterance_id, chunk_id=m.sequence_id, surface="ingress",
-                 data={"command": m.command, "value": m.value, "offset": m.offset})
+    def has_room(self) -> bool:
+        return len(self.outbox) < self.max_buffered
 
-    def on_ingress(frames: list[bytes]) -> None:
-        nonlocal utterance_id, barge_requested_at
+    def read_ingress(self) -> None:
+        for _ in range(INGRESS_BATCH):
+            if not self.has_room():
+                return
+            try:
+                frames = self.ingress.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.on_ingress(frames)
+
+    def step(self) -> None:
+        """Ask again for an epoch the supervisor has not confirmed; send chunks against credit."""
+        if self.barge_requested_at is not None and time.monotonic() - self.barge_requested_at > EPOCH_REQUEST_RETRY_S:
+            self.barge_requested_at = time.monotonic()
+            self.ctx.request(EpochRequest(source=NAME, reason="ingress barge_in (retry)", requested_at_ns=now_ns()))
+        while self.outbox and self.barge_requested_at is None and self.tts_credit.can_send(1):
+            self.tts_credit.spend(1)
+            chunk = self.outbox.popleft()
+            self.recent_chunks.append((self.opened_at.pop(chunk.sequence_id, 0), chunk))
+            self.ctx.send_to("tts", chunk)
+            self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="parser->tts",
+                          data={"credit_left": self.tts_credit.available, "unit": "chunks", "cost": 1,
+                                "link": "parser->tts", "queued": len(self.outbox)})
+
+    # -- handlers -------------------------------------------------------------------------------
+    def on_ingress(self, frames: list[bytes]) -> None:
         received = now_ns()
         try:
             item = parse_ingress(frames)
         except ProtocolError as exc:
-            ctx.error("ingress", exc.code, exc.detail, surface="ingress", utterance_id=utterance_id)
+            self.ctx.error("ingress", exc.code, exc.detail, surface="ingress", utterance_id=self.utterance_id)
             return
         if isinstance(item, IngressToken):
-            publish(parser.feed(item.text, received), received)
+            self.publish(self.stream.feed(item.text, received), received)
         elif isinstance(item, IngressEnd):
-            publish(parser.end(received), received)
-            ctx.emit("turn_end", utterance_id=utterance_id, surface="ingress")
-            utterance_id += 1
+            self.publish(self.stream.end(received), received)
+            self.ctx.emit("turn_end", utterance_id=self.utterance_id, surface="ingress")
+            self.utterance_id += 1
         elif isinstance(item, IngressBargeIn):
-            parser.reset()
-            outbox.clear()
-            held_markers.clear()
-            recent_chunks.clear()
-            recent_markers.clear()
-            utterance_id += 1
-            barge_requested_at = time.monotonic()
-            ctx.request(EpochRequest(source=NAME, reason="ingress barge_in", requested_at_ns=received))
+            self.on_ingress_barge_in(received)
 
-    def apply_config(update: ConfigUpdate) -> None:
+    def on_ingress_barge_in(self, received: int) -> None:
+        """Drop everything now and ask the supervisor for a new epoch; chunks wait until it comes."""
+        self.stream.reset()
+        for pending in (self.outbox, self.held_markers, self.recent_chunks, self.recent_markers):
+            pending.clear()
+        self.utterance_id += 1
+        self.barge_requested_at = time.monotonic()
+        self.ctx.request(EpochRequest(source=NAME, reason="ingress barge_in", requested_at_ns=received))
+
+    def on_credit(self, credit: Credit) -> None:
+        self.tts_credit.on_credit(credit)
+        if credit.epoch == self.ctx.epoch:  # the rate controller's wish for the next chunks
+            self.stream.policy = policy_from(self.ctx.config, credit.target_tokens)
+
+    def on_config(self, update: ConfigUpdate) -> None:
         mine = {k: v for k, v in update.changes.items() if k.startswith("controller.")}
         if mine:
-            apply_changes(ctx.config, mine)
-            parser.policy = policy_from(ctx.config, parser.policy.target_tokens)
-            ctx.emit("config", data={"version": update.version, "applied": mine, "at": "next character"})
+            apply_changes(self.ctx.config, mine)
+            self.stream.policy = policy_from(self.ctx.config, self.stream.policy.target_tokens)
+            self.ctx.emit("config", data={"version": update.version, "applied": mine, "at": "next character"})
 
-    def enter_epoch(epoch: int, cause: str, issued_at_ns: int = 0) -> None:
-        nonlocal barge_requested_at, utterance_id
-        if not ctx.adopt_epoch(epoch, cause):
+    def on_epoch(self, epoch: int, cause: str, issued_at_ns: int = 0) -> None:
+        if not self.ctx.adopt_epoch(epoch, cause):
             return
-        tts_credit.enter_epoch(epoch)
-        if barge_requested_at is None:
-            # Someone else interrupted. What arrived before the barge-in was issued is stale;
-            # what arrived after it (it can overtake the broadcast) is the next utterance.
-            fresh = lambda arrived: issued_at_ns and arrived >= issued_at_ns
-            resend = [c for arrived, c in recent_chunks if fresh(arrived) and c.epoch < epoch]
-            kept = [c for c in outbox if fresh(opened_at.get(c.sequence_id, 0))]
-            outbox.clear()
-            outbox.extend(sorted(resend + kept, key=lambda c: c.sequence_id))
-            if not fresh(parser.opened_at_ns):
-                parser.reset()
-                if not outbox:
-                    utterance_id += 1
-            held_markers.extend(m for arrived, m in recent_markers if fresh(arrived))
-            if resend or kept:
-                ctx.emit("retag", data={"chunks": [c.sequence_id for c in outbox], "issued_at_ns": issued_at_ns})
-        barge_requested_at = None
+        self.tts_credit.enter_epoch(epoch)
+        if self.barge_requested_at is None:
+            self.keep_what_overtook(epoch, issued_at_ns)
+        self.barge_requested_at = None
         # Chunks parsed while we waited for the epoch belong to the new one.
-        for i, chunk in enumerate(outbox):
-            outbox[i] = dataclasses.replace(chunk, epoch=epoch)
-        for m in held_markers:
-            send_marker(m)
-        held_markers.clear()
-        recent_chunks.clear()
-        recent_markers.clear()
+        for i, chunk in enumerate(self.outbox):
+            self.outbox[i] = dataclasses.replace(chunk, epoch=epoch)
+        for marker in self.held_markers:
+            self.send_marker(marker)
+        self.held_markers.clear()
+        self.recent_chunks.clear()
+        self.recent_markers.clear()
 
-    poller = zmq.Poller()
-    poller.register(ctx.system, zmq.POLLIN)
-    poller.register(ctx.inbox, zmq.POLLIN)
-    poller.register(ingress, zmq.POLLIN)
-    ctx.ready(describe(ctx.config))
+    def keep_what_overtook(self, epoch: int, issued_at_ns: int) -> None:
+        """Someone else interrupted. What arrived before the barge-in was issued is stale;
+        what arrived after it (it can overtake the broadcast) is the next utterance."""
+        fresh = lambda arrived: issued_at_ns and arrived >= issued_at_ns  # noqa: E731 -- a predicate read once below
+        resend = [c for arrived, c in self.recent_chunks if fresh(arrived) and c.epoch < epoch]
+        kept = [c for c in self.outbox if fresh(self.opened_at.get(c.sequence_id, 0))]
+        self.outbox.clear()
+        self.outbox.extend(sorted(resend + kept, key=lambda c: c.sequence_id))
+        if not fresh(self.stream.opened_at_ns):
+            self.stream.reset()
+            if not self.outbox:
+                self.utterance_id += 1
+        self.held_markers.extend(m for arrived, m in self.recent_markers if fresh(arrived))
+        if resend or kept:
+            self.ctx.emit("retag", data={"chunks": [c.sequence_id for c in self.outbox], "issued_at_ns": issued_at_ns})
 
-    while ctx.running:
-        poller.modify(ingress, zmq.POLLIN if len(outbox) < max_buffered else 0)
-        events = dict(poller.poll(ctx.poll_timeout_ms()))
-        ctx.handle_system(enter_epoch, apply_config)  # system first: barge-in beats queued data
-        for msg in ctx.drain(ctx.inbox):
-            if isinstance(msg, Credit):
-                if msg.epoch > ctx.epoch:
-                    enter_epoch(msg.epoch, "credit from newer epoch", now_ns())
-                tts_credit.on_credit(msg)
-                if msg.epoch == ctx.epoch:  # the rate controller's wish for the next chunks
-                    parser.policy = policy_from(ctx.config, msg.target_tokens)
-        if events.get(ingress):
-            for _ in range(256):
-                if len(outbox) >= max_buffered:
-                    break
-                try:
-                    frames = ingress.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                on_ingress(frames)
-        if barge_requested_at is not None and time.monotonic() - barge_requested_at > EPOCH_REQUEST_RETRY_S:
-            barge_requested_at = time.monotonic()
-            ctx.request(EpochRequest(source=NAME, reason="ingress barge_in (retry)", requested_at_ns=now_ns()))
-        while outbox and barge_requested_at is None and tts_credit.can_send(1):
-            tts_credit.spend(1)
-            chunk = outbox.popleft()
-            recent_chunks.append((opened_at.pop(chunk.sequence_id, 0), chunk))
-            ctx.send_to("tts", chunk)
-            ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="parser->tts",
-                     data={"credit_left": tts_credit.available, "unit": "chunks", "cost": 1, "link": "parser->tts",
-                           "queued": len(outbox)})
-        ctx.heartbeat({"queued_chunks": len(outbox), "buffered_chars": parser.buffered_chars,
-                       "credit": {"tts": tts_credit.available}, "utterance_id": utterance_id})
-    ingress.close()
+    # -- output ---------------------------------------------------------------------------------
+    def publish(self, events: list, received_ns: int) -> None:
+        for event in events:
+            if isinstance(event, ParsedMarker):
+                self.recent_markers.append((received_ns, event))
+                if self.barge_requested_at is None:
+                    self.send_marker(event)
+                else:
+                    self.held_markers.append(event)
+            elif isinstance(event, ParsedChunk):
+                self.queue_chunk(event, received_ns)
+            elif isinstance(event, ParseError):
+                self.ctx.error("parse", event.code, f"{event.detail}: {event.raw[:80]!r}", surface="ingress",
+                               utterance_id=self.utterance_id)
+
+    def queue_chunk(self, event: ParsedChunk, received_ns: int) -> None:
+        self.opened_at[event.sequence_id] = event.opened_at_ns
+        self.outbox.append(TextChunk(
+            epoch=self.ctx.epoch, utterance_id=self.utterance_id, sequence_id=event.sequence_id, text=event.text,
+            boundary=event.boundary, final=event.final, marker_count=event.marker_count, window_tokens=event.tokens,
+            closed_at_ns=event.closed_at_ns,
+        ))
+        self.ctx.emit("parse", utterance_id=self.utterance_id, chunk_id=event.sequence_id,
+                      duration_ms=(received_ns - event.closed_at_ns) / 1e6, surface="ingress",
+                      data={"text": event.text, "boundary": event.boundary, "final": event.final, "tokens": event.tokens,
+                            "markers": event.marker_count, "closed_at_ns": event.closed_at_ns,
+                            "opened_at_ns": event.opened_at_ns, "target_tokens": self.stream.policy.target_tokens})
+
+    def send_marker(self, m: ParsedMarker) -> None:
+        marker = VisualMarker(
+            epoch=self.ctx.epoch, utterance_id=self.utterance_id, sequence_id=m.sequence_id, command=m.command,
+            value=m.value, timestamp_offset=float(m.offset), index_in_chunk=m.index_in_chunk,
+        )
+        self.ctx.send_to("driver", marker)
+        self.ctx.emit("marker", utterance_id=self.utterance_id, chunk_id=m.sequence_id, surface="ingress",
+                      data={"command": m.command, "value": m.value, "offset": m.offset})

@@ -1,14 +1,20 @@
-"""What every actor process shares: its sockets, the timeline, heartbeats, the epoch,
-and the credit counters. Each actor's own file holds its one loop; this module keeps
-the plumbing out of it.
+"""What every actor shares: the epoch, the timeline, credit, and the path a message takes
+before its handler sees it. Each actor's own module holds one class with its loop; this
+module keeps the plumbing out of it.
 
-Socket layout per actor (endpoints from the config):
+:class:`ActorContext` is that shared part, with no sockets. :class:`ProcessContext` adds
+the sockets of a real actor process; ``actors.testing.RecordingContext`` records instead,
+so an actor class can be driven in-process by a unit test. Socket layout of a process:
 
     inbox     PULL bind   data and credits addressed to this actor
-    system    SUB  conn   barge-in epochs and shutdown from the supervisor (polled first)
-    timeline  PUB  conn   TimelineEvent, to the supervisor's XSUB proxy
-    health    PUSH conn   Ready, Heartbeat, EpochRequest to the supervisor
-    peers     PUSH conn   one per downstream/upstream actor this one sends to
+    system    SUB  conn   barge-in epochs, config, describe and shutdown (polled first)
+    timeline  XPUB conn   TimelineEvent, to the supervisor's XSUB proxy
+    health    PUSH conn   Ready, Heartbeat, Info, EpochAck, EpochRequest to the supervisor
+    peers     PUSH conn   one per actor this one sends to
+
+An actor object provides ``describe()`` and ``on_epoch(epoch, cause, issued_at_ns)``, a
+handler ``on_<message type>`` for each message it takes (``on_credit``,
+``on_audio_chunk``, ...) and, if it takes live config, ``on_config(update)``.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ import os
 import signal
 import sys
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import zmq
 
-from protocol import BargeIn, ConfigUpdate, Credit, Describe, Heartbeat, Info, Message, ProtocolError, Ready, Shutdown, TimelineEvent
+from protocol import (BargeIn, ConfigUpdate, Credit, Describe, EpochAck, Heartbeat, Info, Message, ProtocolError,
+                      Ready, Shutdown, TimelineEvent)
+from protocol.config import from_env
+from protocol.names import link_name
 from protocol.transport import make_socket, recv, send
-
-from .config import from_env
 
 #: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
 DRAIN_LIMIT = 256
@@ -72,32 +80,144 @@ class CreditLedger:
         self.spent_total += cost
 
 
-class ActorContext:
-    """Sockets, identity and the shared helpers of one actor process."""
+class ActorContext(ABC):
+    """Identity, epoch, timeline and message delivery of one actor, without sockets."""
+
+    def __init__(self, name: str, config: dict, epoch: int = 0, config_version: int = 0):
+        self.name = name
+        self.config = config
+        self.endpoints = config["endpoints"]
+        self.log = logging.getLogger(f"personas.{name}")
+        self.epoch = epoch  # a restarted actor joins the current epoch
+        self.config_version = config_version
+        self.running = True
+        self.info: dict = {"actor": name, "state": "starting"}
+        self.dropped_stale = 0
+
+    # -- what a subclass provides ----------------------------------------------------------------
+    @abstractmethod
+    def send_to(self, name: str, msg: Message) -> bool:
+        """Non-blocking send to a peer's inbox; False if it could not be queued."""
+
+    @abstractmethod
+    def request(self, msg: Message) -> None:
+        """A message to the supervisor (health channel)."""
+
+    @abstractmethod
+    def publish(self, event: TimelineEvent) -> None:
+        """Put one event on the timeline (never blocks)."""
+
+    @abstractmethod
+    def system_messages(self) -> list[Message]:
+        """What the system channel brought since the last call."""
+
+    @abstractmethod
+    def inbox_messages(self) -> list[Message]:
+        """What the inbox holds now (bounded per call)."""
+
+    @abstractmethod
+    def heartbeat(self, stats: dict) -> None:
+        """Called every loop turn: report liveness and ``stats`` when a beat is due."""
+
+    def ready(self, info: dict) -> None:
+        """Announce READY with the actor's descriptor."""
+        self.info = info
+        self.request(Ready(actor=self.name, pid=os.getpid(), info=info))
+        self.emit("ready", data=info)
+        self.log.info("ready")
+
+    # -- the path of every message: system first, then the inbox ---------------------------------
+    def receive(self, actor: Any) -> None:
+        """One turn's input for ``actor``: the system channel (barge-ins beat queued data),
+        then each inbox message through :meth:`deliver`."""
+        for msg in self.system_messages():
+            self.on_system(actor, msg)
+        for msg in self.inbox_messages():
+            self.deliver(actor, msg)
+
+    def on_system(self, actor: Any, msg: Message) -> None:
+        if isinstance(msg, BargeIn):
+            actor.on_epoch(msg.epoch, msg.reason, msg.issued_at_ns)
+        elif isinstance(msg, ConfigUpdate):
+            if msg.version > self.config_version:
+                self.config_version = msg.version
+                if hasattr(actor, "on_config"):
+                    actor.on_config(msg)
+        elif isinstance(msg, Describe):
+            self.info = actor.describe()
+            self.request(Info(actor=self.name, pid=os.getpid(), request_id=msg.request_id, info=self.info))
+        elif isinstance(msg, Shutdown):
+            self.running = False
+
+    def deliver(self, actor: Any, msg: Message) -> None:
+        """A newer epoch is adopted first; data of an older epoch is dropped (credit of an
+        older epoch silently: it is already void); the rest goes to ``actor.on_<type>``."""
+        epoch = getattr(msg, "epoch", None)
+        if epoch is not None and epoch > self.epoch:
+            actor.on_epoch(epoch, f"{msg.TYPE} from newer epoch", now_ns())
+        if epoch is not None and epoch < self.epoch:
+            if not isinstance(msg, Credit):
+                self.dropped_stale += 1
+                self.emit("stale", "drop", epoch=epoch, utterance_id=getattr(msg, "utterance_id", -1),
+                          chunk_id=getattr(msg, "sequence_id", -1), data={"type": msg.TYPE})
+            return
+        handler = getattr(actor, f"on_{msg.TYPE}", None)
+        if handler is None:
+            self.error("receive", "unexpected_type", f"{self.name} does not take {msg.TYPE} messages")
+            return
+        handler(msg)
+
+    def adopt_epoch(self, epoch: int, cause: str) -> bool:
+        """Move to a newer epoch; True if it changed. Acknowledged to the supervisor (health
+        channel) and on the timeline."""
+        if epoch <= self.epoch:
+            return False
+        previous, self.epoch = self.epoch, epoch
+        self.request(EpochAck(actor=self.name, pid=os.getpid(), epoch=epoch))
+        self.emit("barge_in", data={"ack": True, "from_epoch": previous, "cause": cause})
+        return True
+
+    # -- credit ---------------------------------------------------------------------------------
+    def grant(self, producer: str, amount: int, unit: str, depth: int = 0, playing: bool = False) -> None:
+        """Give ``producer`` credit on its link to us; grants (not depth-only updates) go on
+        the timeline so anyone can audit that no producer ever overspends."""
+        link = link_name(producer, self.name)
+        if amount > 0:  # stamped before it is sent: the producer's spend can only come later
+            self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth})
+        self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
+
+    # -- timeline -------------------------------------------------------------------------------
+    def emit(self, stage: str, result: str = "ok", *, duration_ms: float = 0.0, surface: str = "",
+             utterance_id: int = -1, chunk_id: int = -1, frame: int = -1, epoch: int | None = None,
+             data: dict | None = None, ts_ns: int | None = None) -> None:
+        self.publish(TimelineEvent(
+            stage=stage, actor=self.name, result=result, ts_ns=now_ns() if ts_ns is None else ts_ns,
+            duration_ms=float(duration_ms), surface=surface, epoch=self.epoch if epoch is None else epoch,
+            utterance_id=utterance_id, chunk_id=chunk_id, frame=frame, data=data or {},
+        ))
+
+    def error(self, stage: str, code: str, detail: str, *, surface: str = "", **ids: Any) -> None:
+        self.log.warning("%s: %s: %s", stage, code, detail)
+        self.emit(stage, "error", surface=surface, data={"code": code, "detail": detail[:500]}, **ids)
+
+
+class ProcessContext(ActorContext):
+    """The sockets of one real actor process (see the module docstring for the layout)."""
 
     def __init__(self, name: str, config: dict | None = None):
-        self.name = name
-        self.config = config if config is not None else from_env()
-        self.log = logging.getLogger(f"personas.{name}")
-        self.endpoints = self.config["endpoints"]
-        linger = int(self.config["supervisor"]["linger_ms"])
+        config = config if config is not None else from_env()
+        super().__init__(name, config, epoch=int(os.environ.get("PERSONAS_EPOCH", "0")),
+                         config_version=int(os.environ.get("PERSONAS_CONFIG_VERSION", "0")))
+        self._linger = int(self.config["supervisor"]["linger_ms"])
         # Before any thread starts: ZeroMQ's I/O thread inherits the policy (Linux sets it per thread).
         self.scheduling = set_scheduling(self.config.get(name, {}))
         self.zmq = zmq.Context()
-        self._linger = linger
         self.inbox = self.socket(zmq.PULL, hwm=10_000)
         self.inbox.bind(self.endpoints[name])
         self.system = self.socket(zmq.SUB)
         self.system.setsockopt(zmq.SUBSCRIBE, b"")
         self.system.connect(self.endpoints["system"])
-        # XPUB, not PUB: it hears the proxy's subscription, so we can wait for it before
-        # publishing anything (a PUB silently drops what it sends before that: slow joiner).
-        self.timeline = self.socket(zmq.XPUB, hwm=100_000)
-        self.timeline.connect(self.endpoints["timeline_in"])
-        if self.timeline.poll(SUBSCRIPTION_WAIT_MS):
-            self.timeline.recv()
-        else:
-            self.log.warning("timeline proxy did not subscribe within %d ms; early events may be lost", SUBSCRIPTION_WAIT_MS)
+        self.timeline = self._connect_timeline()
         self.health = self.socket(zmq.PUSH, hwm=100)
         self.health.connect(self.endpoints["health"])
         if self.scheduling and self.scheduling["refused"]:
@@ -105,10 +225,6 @@ class ActorContext:
                              "; ".join(self.scheduling["refused"]), self.scheduling["policy"], self.scheduling["niceness"])
             self.emit("scheduling", "warn", data=self.scheduling)
         self.peers: dict[str, zmq.Socket] = {}
-        self.info: dict = {"actor": name, "state": "starting"}
-        self.config_version = int(os.environ.get("PERSONAS_CONFIG_VERSION", "0"))
-        self.epoch = int(os.environ.get("PERSONAS_EPOCH", "0"))  # a restarted actor joins the current epoch
-        self.running = True
         self.heartbeat_s = float(self.config["supervisor"]["heartbeat_s"])
         self._beat_seq = 0
         self._next_beat = 0.0
@@ -117,10 +233,27 @@ class ActorContext:
         signal.signal(signal.SIGINT, self._on_signal)
         _die_with_parent()
 
-    # -- sockets -------------------------------------------------------------------------
+    def _connect_timeline(self) -> zmq.Socket:
+        # XPUB, not PUB: it hears the proxy's subscription, so we can wait for it before
+        # publishing anything (a PUB silently drops what it sends before that: slow joiner).
+        timeline = self.socket(zmq.XPUB, hwm=100_000)
+        timeline.connect(self.endpoints["timeline_in"])
+        if timeline.poll(SUBSCRIPTION_WAIT_MS):
+            timeline.recv()
+        else:
+            self.log.warning("timeline proxy did not subscribe within %d ms; early events may be lost", SUBSCRIPTION_WAIT_MS)
+        return timeline
+
     def socket(self, kind: int, **kwargs: Any) -> zmq.Socket:
         kwargs.setdefault("linger_ms", self._linger)
         return make_socket(self.zmq, kind, **kwargs)
+
+    def poller(self, *extra: zmq.Socket) -> zmq.Poller:
+        """A poller on the system channel, the inbox and ``extra`` sockets."""
+        poller = zmq.Poller()
+        for sock in (self.system, self.inbox, *extra):
+            poller.register(sock, zmq.POLLIN)
+        return poller
 
     def peer(self, name: str) -> zmq.Socket:
         """PUSH socket to another actor's inbox (created once), its HWM set from the link's
@@ -132,7 +265,6 @@ class ActorContext:
         return self.peers[name]
 
     def send_to(self, name: str, msg: Message) -> bool:
-        """Non-blocking send to a peer; False (and a timeline error) if its queue is full."""
         try:
             send(self.peer(name), msg, flags=zmq.NOBLOCK)
             return True
@@ -140,112 +272,38 @@ class ActorContext:
             self.error("send", "peer_full", f"{name} is not reading; {msg.TYPE} dropped")
             return False
 
-    def grant(self, producer: str, link: str, amount: int, unit: str, depth: int = 0, playing: bool = False) -> None:
-        """Give ``producer`` credit on ``link``; grants (not depth-only updates) go on the
-        timeline so anyone can audit that no producer ever overspends."""
-        if amount > 0:  # stamped before it is sent: the producer's spend can only come later
-            self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth})
-        self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
-
-    def drain(self, sock: zmq.Socket, limit: int = DRAIN_LIMIT):
-        """Yield decoded messages waiting on ``sock``; bad ones become error events."""
-        for _ in range(limit):
-            try:
-                yield recv(sock, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ProtocolError as exc:
-                self.error("decode", exc.code, exc.detail, surface="zmq")
-
-    # -- system channel ------------------------------------------------------------------
-    def system_messages(self) -> list[Message]:
-        """Barge-ins, config updates and shutdowns for the actor's loop (in arrival order);
-        Describe is answered here. Config versions are tracked for the heartbeat."""
-        out = []
-        for msg in self.drain(self.system):
-            if isinstance(msg, Describe):
-                self.request(Info(actor=self.name, pid=os.getpid(), request_id=msg.request_id, info=self.info))
-            elif isinstance(msg, ConfigUpdate):
-                if msg.version > self.config_version:
-                    self.config_version = msg.version
-                    out.append(msg)
-            elif isinstance(msg, (BargeIn, Shutdown)):
-                out.append(msg)
-        return out
-
-    def handle_system(self, on_epoch, on_config=None) -> None:
-        """Dispatch what the system channel brought, before any data is looked at:
-        ``on_epoch(epoch, reason, issued_at_ns)`` for a barge-in, ``on_config(update)`` for
-        live config, and stop the loop on shutdown."""
-        for msg in self.system_messages():
-            if isinstance(msg, BargeIn):
-                on_epoch(msg.epoch, msg.reason, msg.issued_at_ns)
-            elif isinstance(msg, ConfigUpdate):
-                if on_config is not None:
-                    on_config(msg)
-            elif isinstance(msg, Shutdown):
-                self.running = False
-
-    def adopt_epoch(self, epoch: int, cause: str) -> bool:
-        """Move to a newer epoch; True if it changed. Acknowledged on the timeline."""
-        if epoch <= self.epoch:
-            return False
-        previous, self.epoch = self.epoch, epoch
-        self.emit("barge_in", data={"ack": True, "from_epoch": previous, "cause": cause})
-        return True
-
-    # -- timeline, health ----------------------------------------------------------------
-    def emit(
-        self,
-        stage: str,
-        result: str = "ok",
-        *,
-        duration_ms: float = 0.0,
-        surface: str = "",
-        utterance_id: int = -1,
-        chunk_id: int = -1,
-        frame: int = -1,
-        epoch: int | None = None,
-        data: dict | None = None,
-        ts_ns: int | None = None,
-    ) -> None:
-        event = TimelineEvent(
-            stage=stage,
-            actor=self.name,
-            result=result,
-            ts_ns=now_ns() if ts_ns is None else ts_ns,
-            duration_ms=float(duration_ms),
-            surface=surface,
-            epoch=self.epoch if epoch is None else epoch,
-            utterance_id=utterance_id,
-            chunk_id=chunk_id,
-            frame=frame,
-            data=data or {},
-        )
-        try:
-            send(self.timeline, event, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # PUB never blocks the hot path; a lost event is preferable to a stall
-
-    def error(self, stage: str, code: str, detail: str, *, surface: str = "", **ids: Any) -> None:
-        self.log.warning("%s: %s: %s", stage, code, detail)
-        self.emit(stage, "error", surface=surface, data={"code": code, "detail": detail[:500]}, **ids)
-
-    def ready(self, info: dict) -> None:
-        """Announce READY with the actor's descriptor (kept current in ``self.info``)."""
-        self.info = info
-        send(self.health, Ready(actor=self.name, pid=os.getpid(), info=info))
-        self.emit("ready", data=info)
-        self.log.info("ready")
-
     def request(self, msg: Message) -> None:
         try:
             send(self.health, msg, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.error("request", "supervisor_unreachable", f"{msg.TYPE} not sent")
 
+    def publish(self, event: TimelineEvent) -> None:
+        try:
+            send(self.timeline, event, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks the hot path; a lost event is preferable to a stall
+
+    def drain(self, sock: zmq.Socket, limit: int = DRAIN_LIMIT) -> list[Message]:
+        """Decoded messages waiting on ``sock``; bad ones become error events."""
+        out = []
+        for _ in range(limit):
+            try:
+                out.append(recv(sock, flags=zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            except ProtocolError as exc:
+                self.error("decode", exc.code, exc.detail, surface="zmq")
+        return out
+
+    def system_messages(self) -> list[Message]:
+        return self.drain(self.system)
+
+    def inbox_messages(self) -> list[Message]:
+        return self.drain(self.inbox)
+
     def heartbeat(self, stats: dict) -> None:
-        """Call every loop turn: beats when due, exits if the supervisor has gone."""
+        """Beats when due; stops the loop if the supervisor has gone."""
         now = time.monotonic()
         if now < self._next_beat:
             return
@@ -260,9 +318,10 @@ class ActorContext:
                 self.timeline.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
+        stats = {**stats, "config_version": self.config_version, "dropped_stale": self.dropped_stale}
         try:
-            stats = {**stats, "config_version": self.config_version}
-            send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch, stats=stats), flags=zmq.NOBLOCK)
+            send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch,
+                                        stats=stats), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
         self.emit("heartbeat", data=stats)
@@ -280,16 +339,6 @@ class ActorContext:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.log.info("signal %d: stopping", signum)
         self.running = False
-
-
-def run_actor(name: str, run) -> None:
-    """Process entry point: logging, the actor's context, its loop, a clean close."""
-    setup_logging(name)
-    ctx = ActorContext(name)
-    try:
-        run(ctx)
-    finally:
-        ctx.close()
 
 
 def set_scheduling(section: dict) -> dict | None:
@@ -327,12 +376,12 @@ def link_hwm(config: dict, sender: str, receiver: str) -> int:
     """Twice the messages a data link's credit window allows; generous for control-only links."""
     flow = config["flow"]
     windows = {
-        ("parser", "tts"): flow["tts_window_chunks"],
-        ("tts", "stitcher"): flow["stitcher_window_ms"] // 100,  # pieces are >= ~100 ms
-        ("stitcher", "driver"): flow["driver_window_frames"],
-        ("driver", "player"): flow["player_window_frames"],
+        link_name("parser", "tts"): flow["tts_window_chunks"],
+        link_name("tts", "stitcher"): flow["stitcher_window_ms"] // 100,  # pieces are >= ~100 ms
+        link_name("stitcher", "driver"): flow["driver_window_frames"],
+        link_name("driver", "player"): flow["player_window_frames"],
     }
-    window = windows.get((sender, receiver))
+    window = windows.get(link_name(sender, receiver))
     return 2 * int(window) + 8 if window else 1000
 
 

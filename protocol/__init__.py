@@ -1,4 +1,7 @@
-"""The system's vocabulary: one module per message family, explicit limits.
+"""The system's vocabulary and its bottom layer: one module per message family, explicit
+limits, the shared names (``names``), the configuration (``config``) and the control
+endpoint's wire with its clients (``control_endpoint``). Every other package may import
+this one; it imports none of them.
 
 Importing this package registers every family with the envelope decoder.
 """
@@ -7,15 +10,16 @@ from .audio import AudioChunk
 from .control import BargeIn, ConfigUpdate, EpochRequest, Shutdown
 from .envelope import Message, ProtocolError, decode, encode, known_types
 from .flow import Credit
-from .ingress import IngressBargeIn, IngressEnd, IngressToken, parse_ingress
-from .lifecycle import Describe, Heartbeat, Info, Ready
-from .media import AudioSpan, AVPacket, frame_start_sample
+from .ingress import IngressBargeIn, IngressEnd, IngressToken, parse_ingress, tokenize_like_llm
+from .lifecycle import Describe, EpochAck, Heartbeat, Info, Ready
+from .media import AudioSpan, AVPacket, ChunkStart, frame_start_sample
+from .provenance import Provenance
 from .text import TextChunk, VisualMarker
 from .timeline import TimelineEvent
 
 __all__ = [
-    "AudioChunk", "AudioSpan", "AVPacket", "BargeIn", "ConfigUpdate", "Credit", "Describe", "EpochRequest", "Heartbeat", "Info",
-    "IngressBargeIn", "IngressEnd", "IngressToken", "Message", "ProtocolError", "Ready", "Shutdown",
-    "TextChunk", "TimelineEvent", "VisualMarker", "decode", "encode", "frame_start_sample",
-    "known_types", "parse_ingress",
+    "AudioChunk", "AudioSpan", "AVPacket", "BargeIn", "ChunkStart", "ConfigUpdate", "Credit", "Describe", "EpochAck",
+    "EpochRequest", "Heartbeat", "Info", "IngressBargeIn", "IngressEnd", "IngressToken", "Message", "ProtocolError",
+    "Provenance", "Ready", "Shutdown", "TextChunk", "TimelineEvent", "VisualMarker", "decode", "encode",
+    "frame_start_sample", "known_types", "parse_ingress", "tokenize_like_llm",
 ]

@@ -9,6 +9,10 @@ Large arrays never travel inside msgpack. Every message family is a frozen datac
 registered here by its ``TYPE``; decoding checks the version, the type, each field's
 type and the payload count, then runs the class's own ``validate()``. Anything off
 raises :class:`ProtocolError`, which actors turn into a timeline error event.
+
+A header field may also be a *record*: a frozen dataclass with ``as_dict()`` and a
+validating ``from_dict()`` (e.g. :class:`protocol.provenance.Provenance`). It travels as
+a msgpack map and arrives as the dataclass again.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def encode(msg: Message) -> list[Buffer]:
     header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": msg.TYPE}
     for field in dataclasses.fields(msg):
         if field.name not in msg.PAYLOADS:
-            header[field.name] = getattr(msg, field.name)
+            header[field.name] = _to_wire(getattr(msg, field.name))
     return [pack_header(header)] + [getattr(msg, name) for name in msg.PAYLOADS]
 
 
@@ -127,7 +131,7 @@ def from_header(header: dict, payloads: Iterable[Buffer] = ()) -> Message:
         value = header[name]
         if not _matches(value, annotation):
             raise ProtocolError("malformed", f"{cls.TYPE}.{name} has type {type(value).__name__}, expected {annotation}")
-        kwargs[name] = value
+        kwargs[name] = _as_record(value, annotation)
     for name, payload in zip(cls.PAYLOADS, payloads):
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ProtocolError("oversized", f"{cls.TYPE}.{name} is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
@@ -135,6 +139,32 @@ def from_header(header: dict, payloads: Iterable[Buffer] = ()) -> Message:
     msg = cls(**kwargs)
     msg.validate()
     return msg
+
+
+def _is_record(cls: Any) -> bool:
+    return isinstance(cls, type) and dataclasses.is_dataclass(cls) and hasattr(cls, "from_dict")
+
+
+def _to_wire(value: Any) -> Any:
+    if _is_record(type(value)):
+        return value.as_dict()
+    if isinstance(value, tuple) and value and _is_record(type(value[0])):
+        return tuple(item.as_dict() for item in value)
+    return value
+
+
+def _as_record(value: Any, annotation: Any) -> Any:
+    """Maps in a record-typed field (or a ``tuple[Record, ...]``) become those records;
+    each record's ``from_dict`` validates its own fields."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        record = next((a for a in typing.get_args(annotation) if _is_record(a)), None)
+        return record.from_dict(dict(value)) if record is not None and isinstance(value, dict) else value
+    if _is_record(annotation) and isinstance(value, dict):
+        return annotation.from_dict(dict(value))
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis and _is_record(args[0]):
+        return tuple(args[0].from_dict(dict(item)) for item in value)
+    return value
 
 
 def _matches(value: Any, annotation: Any) -> bool:
@@ -163,6 +193,6 @@ def _matches(value: Any, annotation: Any) -> bool:
         if args:
             return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
         return True
-    if origin is dict or annotation is dict:
+    if origin is dict or annotation is dict or _is_record(annotation):
         return isinstance(value, dict)
     return isinstance(value, annotation)

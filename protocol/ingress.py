@@ -13,6 +13,8 @@ text forms cannot unpack as a sane map). Everything else is a ProtocolError.
 
 from __future__ import annotations
 
+import random
+import re
 from dataclasses import dataclass
 
 from .envelope import ProtocolError, unpack_header
@@ -72,3 +74,25 @@ def _control(header: dict) -> IngressItem:
     if kind == "barge_in":
         return IngressBargeIn()
     raise ProtocolError("unknown_type", f"unknown ingress message type {kind!r}")
+
+
+_PIECE = re.compile(r"<v:[^>]*>|\n|\s*[^\s<]+|\s+|<")
+
+
+def tokenize_like_llm(text: str, seed: int = 0) -> list[str]:
+    """Split text the way an LLM streams it: word pieces of 1-6 characters with the
+    leading space attached, newlines alone, and markers cut into several tokens. Every
+    sender that stands in for an LLM (the CLI, the web gateway's /say, tests) uses this."""
+    rng = random.Random(seed)
+    tokens: list[str] = []
+    for match in _PIECE.finditer(text):
+        piece = match.group()
+        if piece.startswith("<v:"):
+            cuts = sorted(rng.sample(range(1, len(piece)), k=min(3, len(piece) - 1)))
+            tokens += [piece[a:b] for a, b in zip([0, *cuts], [*cuts, len(piece)])]
+            continue
+        while piece:
+            n = len(piece) if len(piece) <= 3 else rng.randint(2, 6)
+            tokens.append(piece[:n])
+            piece = piece[n:]
+    return tokens

@@ -50,3 +50,15 @@ class Info(Message):
     pid: int
     request_id: int = 0
     info: dict = field(default_factory=dict)
+
+
+@register
+@dataclass(frozen=True)
+class EpochAck(Message):
+    """Actor -> supervisor (health channel): this process has dropped everything older than
+    ``epoch``. The supervisor re-broadcasts a barge-in until every process has acknowledged."""
+
+    TYPE = "epoch_ack"
+    actor: str
+    pid: int
+    epoch: int

@@ -6,9 +6,11 @@ the stitcher owns; that mapping is the system's only clock.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .envelope import Buffer, Message, ProtocolError, register
+from .provenance import Provenance
 
 FRAME_KINDS = ("speech", "fill")
 
@@ -18,14 +20,44 @@ def frame_start_sample(frame_index: int, sample_rate: int, fps: int) -> int:
     return frame_index * sample_rate // fps
 
 
+@dataclass(frozen=True)
+class ChunkStart:
+    """Where a chunk's audio begins on the clock, its words' anchors and its provenance."""
+
+    sequence_id: int
+    start_sample: int
+    #: ``(char_offset, start_sample)`` per word, on the global clock.
+    word_anchors: tuple
+    provenance: Provenance
+
+    def as_dict(self) -> dict:
+        return {"sequence_id": self.sequence_id, "start_sample": self.start_sample,
+                "word_anchors": self.word_anchors, "provenance": self.provenance.as_dict()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "ChunkStart":
+        if set(record) != {f.name for f in dataclasses.fields(cls)}:
+            raise ProtocolError("malformed", f"chunk_start needs sequence_id, start_sample, word_anchors, provenance; got {sorted(record)}")
+        if not all(isinstance(record[k], int) for k in ("sequence_id", "start_sample")):
+            raise ProtocolError("malformed", "chunk_start ids and samples must be integers")
+        anchors = record["word_anchors"]
+        if not isinstance(anchors, (tuple, list)) or not all(
+                isinstance(a, (tuple, list)) and len(a) == 2 and all(isinstance(x, int) for x in a) for a in anchors):
+            raise ProtocolError("malformed", "chunk_start word_anchors must be (char_offset, sample) pairs")
+        if not isinstance(record["provenance"], dict):
+            raise ProtocolError("malformed", "chunk_start provenance must be a map")
+        return cls(record["sequence_id"], record["start_sample"], tuple(tuple(a) for a in anchors),
+                   Provenance.from_dict(dict(record["provenance"])))
+
+
 @register
 @dataclass(frozen=True)
 class AudioSpan(Message):
     """Stitched audio for frames ``[first_frame, first_frame + n_frames)``.
 
     ``phonemes`` are ``(symbol, start_sample, n_samples)`` on the global clock;
-    ``chunk_starts`` are ``(sequence_id, start_sample, word_anchors)`` for chunks whose
-    audio begins in this span, anchors as ``(char_offset, start_sample)`` (global).
+    ``chunk_starts`` are the :class:`ChunkStart` of every chunk whose audio begins in this
+    span (global sample positions).
     """
 
     TYPE = "audio_span"
@@ -40,8 +72,8 @@ class AudioSpan(Message):
     sequence_id: int = -1
     final: bool = False
     phonemes: tuple = ()
-    chunk_starts: tuple = ()
-    provenance: dict | None = None
+    chunk_starts: tuple[ChunkStart, ...] = ()
+    provenance: Provenance | None = None
     pcm: Buffer = b""
 
     def validate(self) -> None:
@@ -72,7 +104,7 @@ class AVPacket(Message):
     utterance_id: int = -1
     sequence_id: int = -1
     final: bool = False
-    provenance: dict | None = None
+    provenance: Provenance | None = None
     pixels: Buffer = b""
     pcm: Buffer = b""
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.player import BARGE_FADE_MS
-from supervisor.benchmarks import interrupt_at_random_points
-from supervisor.client import utterance_ttff
+from actors.dsp import BARGE_FADE_MS
+from clients.interrupts import interrupt_at_random_points
+from clients.analysis import utterance_ttff
 
 from .harness import Scene
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from supervisor.client import utterance_ttff
+from clients.analysis import utterance_ttff
 
 from .harness import Scene
 

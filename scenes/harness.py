@@ -8,24 +8,17 @@ underflow, converging sizes, flat memory), not single magic numbers.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import psutil
-
-from actors.config import load_config
-from supervisor.client import AVCollector
-from supervisor.session import Session
+from clients.capture import AVCollector
+from clients.ports import write_private_config
+from clients.resources import ResourceSampler
+from clients.session import Session
 
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
-ENDPOINTS = ("ingress", "timeline", "control", "av_out", "timeline_in", "system", "health",
-             "parser", "tts", "stitcher", "driver", "player", "web")
 
 
 @dataclass
@@ -46,7 +39,7 @@ class Scene:
     notes: dict = field(default_factory=dict)
     session: Session | None = None
     capture: AVCollector | None = None
-    resources: "ResourceSampler | None" = None
+    resources: ResourceSampler | None = None
 
     def check(self, name: str, passed: bool, value, expected: str) -> bool:
         self.checks.append(Check(name, bool(passed), value, expected))
@@ -55,7 +48,7 @@ class Scene:
     def start(self, sections: dict | None = None, record: bool = True) -> Session:
         """Start the system with this scene's config (private ports, a private TMPDIR) and
         begin capturing."""
-        config_path = write_scene_config(self.dir / "config.toml", sections or {})
+        config_path = write_private_config(self.dir / "config.toml", sections or {})
         timeline = self.dir / "timeline.jsonl"
         timeline.unlink(missing_ok=True)
         self.tmp = self.dir / "tmp"
@@ -90,51 +83,6 @@ class Scene:
                 "quick": self.quick, "adapters": self.adapters, "duration_s": round(time.monotonic() - started, 1),
                 "checks": [c.__dict__ for c in self.checks], "notes": self.notes,
                 "artifacts": sorted(p.name for p in self.dir.iterdir())}
-
-
-class ResourceSampler:
-    """RSS and CPU of the supervisor and every actor, every second."""
-
-    def __init__(self, session: Session, interval: float = 1.0):
-        status = session.control.call("status")
-        self.procs = {"supervisor": psutil.Process(status["supervisor"]["pid"])}
-        self.procs.update({name: psutil.Process(a["pid"]) for name, a in status["actors"].items()})
-        for p in self.procs.values():
-            p.cpu_percent(None)
-        self.samples: list[dict] = []
-        self.t0 = time.monotonic()  # sample times are seconds since this moment
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
-        self._thread.start()
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            row = {"t": time.monotonic() - self.t0}
-            for name, p in self.procs.items():
-                try:
-                    row[name] = (p.memory_info().rss / 2**20, p.cpu_percent(None))
-                except psutil.Error:
-                    pass
-            self.samples.append(row)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(3)
-
-    def rss_slope_mb_per_min(self, name: str, after_s: float = 0.0) -> float:
-        rows = [(r["t"], r[name][0]) for r in self.samples if name in r and r["t"] >= after_s]
-        if len(rows) < 3:
-            return 0.0
-        t, m = np.array(rows).T
-        return float(np.polyfit(t, m, 1)[0] * 60)
-
-    def rss_growth_mb(self, name: str, start: float, end: float) -> float:
-        values = [r[name][0] for r in self.samples if name in r and start <= r["t"] <= end]
-        return max(values) - values[0] if values else 0.0
-
-    def mean_cpu(self, name: str, start: float, end: float) -> float:
-        values = [r[name][1] for r in self.samples if name in r and start <= r["t"] < end]
-        return float(np.mean(values)) if values else 0.0
 
 
 class FileWatch:
@@ -188,30 +136,3 @@ def written_files(pids: list[int], allowed: list[str]) -> list[str]:
                 if not target.startswith(("/dev/", "/proc/")):
                     found.append(f"{pid}:{target}")
     return found
-
-
-def write_scene_config(path: Path, sections: dict) -> Path:
-    """Private loopback ports (so a scene never collides with a running system) plus overrides."""
-    sockets = []
-    for _ in ENDPOINTS:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    lines = ["[endpoints]"] + [f'{k} = "tcp://127.0.0.1:{s.getsockname()[1]}"' for k, s in zip(ENDPOINTS, sockets)]
-    for s in sockets:
-        s.close()
-    sections = {**sections, "web": {"enabled": False, **sections.get("web", {})}}  # scenes need no browser
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    load_config(path)
-    return path
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

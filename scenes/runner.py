@@ -11,7 +11,7 @@ import traceback
 import numpy as np
 import soundfile
 
-from supervisor.views import plot
+from clients.views import plot
 
 from .harness import ARTIFACTS, Scene
 

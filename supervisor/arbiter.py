@@ -9,7 +9,9 @@ Sockets it binds (endpoints from the config):
     control      ROUTER  commands from `personas-supervisor` and other clients
 
 Liveness: actors beat every ``heartbeat_s`` from their main loop; ``liveness`` missed
-beats (or a dead process) means restart. A restart starts a new epoch first, so work in
+beats (or a dead process) means restart. Barge-ins are acknowledged on the health channel
+(``EpochAck``); control commands that need the actors' descriptors are answered from the
+loop once their Infos are in, so nothing here ever waits on an actor. A restart starts a new epoch first, so work in
 flight is dropped everywhere and every credit window is re-granted from scratch. More
 than ``max_restarts`` within ``restart_window_s`` stops everything cleanly.
 """
@@ -26,26 +28,40 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import msgpack
 import psutil
 import zmq
 
-from actors import ACTOR_NAMES, SERVICE_NAMES
-from actors.config import ENV_VAR, apply_changes, live_changes, to_env
-from protocol import BargeIn, ConfigUpdate, Describe, EpochRequest, Heartbeat, Info, ProtocolError, Ready, Shutdown, TimelineEvent, decode
-from protocol.envelope import unpack_header
+from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, ProtocolError, Ready,
+                      Shutdown, TimelineEvent, decode)
+from protocol.config import ENV_VAR, apply_changes, live_changes, to_env
+from protocol.control_endpoint import encode_reply
+from protocol.names import ACTOR_NAMES, SERVICE_NAMES
 from protocol.transport import make_socket, send
 
-from . import control
+from . import commands
 
 LOG = logging.getLogger("personas.supervisor")
 #: How often an unacknowledged barge-in is re-broadcast (PUB may drop).
 BARGE_RESEND_S = 0.1
 BARGE_GIVE_UP_S = 3.0
+#: How long a command waits for the actors' fresh descriptors before answering with what it has.
+DESCRIBE_TIMEOUT_S = 1.0
+#: The module each process runs as (``python -m ...``).
+PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, "web": ("gateway",)}
 
 
 class StartupError(RuntimeError):
     pass
+
+
+@dataclass
+class DescribeRound:
+    """A Describe broadcast and the control replies waiting for its Infos."""
+
+    request_id: int
+    deadline: float
+    waiting: set[str]
+    replies: list[tuple[bytes, commands.Pending]] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +112,7 @@ class Arbiter:
         self._barge_first_sent = self._barge_sent_at = 0.0
         self._barge_reason = ""
         self._describe_id = 0
+        self._describing: list[DescribeRound] = []
         self.config_version = 0
         self._config_changes: dict = {}  # every live change so far, re-sent to lagging actors
         self._config_resent_at = 0.0
@@ -122,9 +139,6 @@ class Arbiter:
         self.health.bind(self.endpoints["health"])
         self.timeline = self._socket(zmq.XPUB, hwm=10_000)  # the supervisor's own events
         self.timeline.connect(self.endpoints["timeline_in"])
-        self.acks = self._socket(zmq.SUB, hwm=100_000)
-        self.acks.setsockopt(zmq.SUBSCRIBE, b"")
-        self.acks.connect("inproc://timeline-capture")
         self._proxy_control = self.ctx.socket(zmq.PAIR)
         self._proxy_control.bind("inproc://timeline-proxy-control")
         ready = threading.Event()
@@ -137,15 +151,13 @@ class Arbiter:
         self.timeline.recv()
 
     def _timeline_proxy(self, ready: threading.Event) -> None:
-        """XSUB (actors) <-> XPUB (subscribers), with a capture copy for barge-in acks."""
+        """XSUB (actors) <-> XPUB (subscribers)."""
         frontend = self._socket(zmq.XSUB, hwm=100_000)
         backend = self._socket(zmq.XPUB, hwm=100_000)
-        capture = self._socket(zmq.PUB, hwm=100_000)
         control_sock = self.ctx.socket(zmq.PAIR)
         try:
             frontend.bind(self.endpoints["timeline_in"])
             backend.bind(self.endpoints["timeline"])
-            capture.bind("inproc://timeline-capture")
             control_sock.connect("inproc://timeline-proxy-control")
         except zmq.ZMQError as exc:
             LOG.error("timeline proxy cannot bind: %s", exc)
@@ -153,11 +165,11 @@ class Arbiter:
         frontend.send(b"\x01")  # subscribe to everything ourselves: actors may publish before anyone listens
         ready.set()
         try:
-            zmq.proxy_steerable(frontend, backend, capture, control_sock)
+            zmq.proxy_steerable(frontend, backend, None, control_sock)
         except zmq.ContextTerminated:
             pass
         finally:
-            for sock in (frontend, backend, capture, control_sock):
+            for sock in (frontend, backend, control_sock):
                 sock.close(linger=0)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -181,17 +193,16 @@ class Arbiter:
         poller = zmq.Poller()
         poller.register(self.health, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
-        poller.register(self.acks, zmq.POLLIN)
         next_check = time.monotonic()
         while not stop.is_set() and self.state not in ("stopping", "failed"):
             events = dict(poller.poll(50))
             if self.health in events:
                 self._drain_health()
-            if self.acks in events:
-                self._drain_acks()
             if self.control in events:
                 self._drain_control()
             now = time.monotonic()
+            if self._describing:
+                self._finish_describes(now)
             if self._awaiting_ack and now - self._barge_sent_at >= BARGE_RESEND_S:
                 self._resend_barge_in(now)
             if now >= next_check:
@@ -207,7 +218,7 @@ class Arbiter:
         env["PERSONAS_CONFIG_VERSION"] = str(self.config_version)  # the config above already has the changes
         env["ORT_DISABLE_TELEMETRY"] = "1"  # see actors/__init__.py
         env.setdefault("PYTHONUNBUFFERED", "1")
-        watcher.proc = subprocess.Popen([sys.executable, "-m", "actors", watcher.name], env=env)
+        watcher.proc = subprocess.Popen([sys.executable, "-m", *PROCESS_MODULES[watcher.name]], env=env)
         watcher.ps = psutil.Process(watcher.proc.pid)
         watcher.state = "starting"
         watcher.started_at = watcher.last_beat = time.monotonic()
@@ -297,7 +308,7 @@ class Arbiter:
         time.sleep(0.05)  # let the last timeline events through the proxy
         self._proxy_control.send(b"TERMINATE")
         self._proxy.join(2)
-        for sock in (self.control, self.system, self.health, self.timeline, self.acks, self._proxy_control):
+        for sock in (self.control, self.system, self.health, self.timeline, self._proxy_control):
             sock.close()
         self.ctx.term()
         LOG.info("stopped (%s)", self.stop_reason or "stop")
@@ -323,25 +334,13 @@ class Arbiter:
         self._barge_sent_at = now
         send(self.system, BargeIn(epoch=self.epoch, reason=self._barge_reason, issued_at_ns=self._barge_issued_ns))
 
-    def _drain_acks(self) -> None:
-        for _ in range(1000):
-            try:
-                frames = self.acks.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if not self._awaiting_ack:
-                continue
-            try:
-                header = unpack_header(frames[0])
-            except ProtocolError:
-                continue
-            if header.get("stage") == "barge_in" and header.get("epoch") == self.epoch:
-                actor = header.get("actor")
-                if actor in self._awaiting_ack:
-                    self._awaiting_ack.discard(actor)
-                if not self._awaiting_ack:
-                    self._emit("barge_in", data={"epoch": self.epoch, "all_acknowledged_ms":
-                                                 round((time.monotonic_ns() - self._barge_issued_ns) / 1e6, 2)})
+    def _acknowledged(self, actor: str, epoch: int) -> None:
+        if epoch != self.epoch or actor not in self._awaiting_ack:
+            return
+        self._awaiting_ack.discard(actor)
+        if not self._awaiting_ack:
+            self._emit("barge_in", data={"epoch": self.epoch, "all_acknowledged_ms":
+                                         round((time.monotonic_ns() - self._barge_issued_ns) / 1e6, 2)})
 
     # -- health channel ------------------------------------------------------------------------------
     def _drain_health(self) -> None:
@@ -360,7 +359,9 @@ class Arbiter:
             elif isinstance(msg, Heartbeat) and watcher and msg.pid == watcher.pid:
                 watcher.last_beat, watcher.stats = time.monotonic(), msg.stats
             elif isinstance(msg, Info) and watcher and msg.pid == watcher.pid:
-                watcher.info, watcher.info_request = msg.info, msg.request_id
+                watcher.info, watcher.info_request = msg.info, max(watcher.info_request, msg.request_id)
+            elif isinstance(msg, EpochAck) and watcher and msg.pid == watcher.pid:
+                self._acknowledged(watcher.name, msg.epoch)
             elif isinstance(msg, EpochRequest):
                 self.new_epoch(f"{msg.source}: {msg.reason}")
 
@@ -385,18 +386,6 @@ class Arbiter:
         self._emit("config", data={"version": self.config_version, "changes": changes})
         return {"version": self.config_version, "changes": changes}
 
-    def describe_all(self, timeout_s: float = 1.0) -> dict:
-        """Ask every ready actor for its current descriptor (describe -> info exchange)."""
-        self._describe_id += 1
-        send(self.system, Describe(request_id=self._describe_id))
-        waiting = {n for n, w in self.watchers.items() if w.state == "ready"}
-        deadline = time.monotonic() + timeout_s
-        while waiting and time.monotonic() < deadline:
-            if self.health.poll(20):
-                self._drain_health()
-            waiting = {n for n in waiting if self.watchers[n].info_request != self._describe_id}
-        return {n: {**w.info, "fresh": w.info_request == self._describe_id} for n, w in self.watchers.items()}
-
     # -- control endpoint ----------------------------------------------------------------------------
     def _drain_control(self) -> None:
         for _ in range(100):
@@ -405,9 +394,33 @@ class Arbiter:
             except zmq.Again:
                 return
             # REQ clients put an empty delimiter frame before the body.
-            body = rest[-1] if rest else b""
-            reply = control.handle(self, body)
-            self.control.send_multipart([identity, b"", msgpack.packb(reply, use_bin_type=True)])
+            reply = commands.handle(self, rest[-1] if rest else b"")
+            if isinstance(reply, commands.Pending):
+                self._describe(identity, reply)
+            else:
+                self._reply(identity, reply)
+
+    def _reply(self, identity: bytes, reply: dict) -> None:
+        self.control.send_multipart([identity, b"", encode_reply(reply)])
+
+    def _describe(self, identity: bytes, pending: commands.Pending) -> None:
+        """Ask every ready actor for its current descriptor (describe -> info exchange); the
+        reply leaves from the loop when all have answered or DESCRIBE_TIMEOUT_S is over."""
+        self._describe_id += 1
+        send(self.system, Describe(request_id=self._describe_id))
+        waiting = {n for n, w in self.watchers.items() if w.state == "ready"}
+        self._describing.append(DescribeRound(self._describe_id, time.monotonic() + DESCRIBE_TIMEOUT_S, waiting,
+                                              [(identity, pending)]))
+
+    def _finish_describes(self, now: float) -> None:
+        for round_ in list(self._describing):
+            round_.waiting = {n for n in round_.waiting if self.watchers[n].info_request < round_.request_id}
+            if round_.waiting and now < round_.deadline:
+                continue
+            self._describing.remove(round_)
+            descriptors = {n: {**w.info, "fresh": w.info_request >= round_.request_id} for n, w in self.watchers.items()}
+            for identity, pending in round_.replies:
+                self._reply(identity, commands.finish(pending, descriptors))
 
     # -- views ---------------------------------------------------------------------------------------
     def status(self) -> dict:

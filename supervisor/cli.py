@@ -8,9 +8,8 @@ import time
 
 import click
 
-from actors.config import ConfigError, load_config
-
-from .control import ControlClient
+from protocol.config import ConfigError, load_config
+from protocol.control_endpoint import ControlClient
 
 OPTION_CONFIG = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML file over configs/default.toml")
 OPTION_SET = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")

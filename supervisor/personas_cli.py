@@ -9,9 +9,13 @@ from pathlib import Path
 
 import click
 
+from clients.analysis import ttff_by_chunk
+from clients.feeder import Feeder
+from clients.timeline import TimelineRecorder
+from protocol import tokenize_like_llm
+
 from . import cli as supervisor_cli
 from .cli import OPTION_CONFIG, OPTION_SET, resolve_config
-from .client import Feeder, TimelineRecorder, tokenize_like_llm, ttff_by_chunk
 
 
 @click.group(help="Talk to a running Personas system, or run one end to end.")
@@ -47,18 +51,21 @@ def feed(text, path, rate, seed, no_end, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def timeline(jsonl, raw, lines, actor, stage, quiet, config_path, overrides) -> None:
-    from .views import LiveView
+    import signal
+    import threading
+
+    from clients.views import LiveView
 
     endpoint = resolve_config(config_path, overrides)["endpoints"]["timeline"]
-    recorder = TimelineRecorder(endpoint, jsonl)
+    stop = threading.Event()  # Ctrl-C or SIGTERM: finish the turn, flush the JSONL, exit 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    recorder = TimelineRecorder(endpoint, jsonl, keep=False)
     live = None if (raw or lines or quiet or not sys.stdout.isatty()) else LiveView()
     origin = None
     try:
-        while True:
-            time.sleep(0.25)
-            with recorder._cond:
-                fresh, recorder.events = recorder.events, []
-            for e in fresh:
+        while not stop.wait(0.25):
+            for e in recorder.drain():
                 if live is not None:
                     live.add(e)
                 elif not quiet and not (actor and e["actor"] not in actor) and not (stage and e["stage"] not in stage):
@@ -66,8 +73,6 @@ def timeline(jsonl, raw, lines, actor, stage, quiet, config_path, overrides) -> 
                     click.echo(json.dumps(e) if raw else format_event(e, origin))
             if live is not None:
                 live.draw()
-    except KeyboardInterrupt:
-        pass
     finally:
         recorder.close()
 
@@ -76,8 +81,8 @@ def timeline(jsonl, raw, lines, actor, stage, quiet, config_path, overrides) -> 
 @click.argument("timeline_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG to write")
 def plot(timeline_file, out) -> None:
-    from .client import load_jsonl
-    from .views import plot as draw
+    from clients.timeline import load_jsonl
+    from clients.views import plot as draw
 
     click.echo(f"wrote {draw(load_jsonl(timeline_file), out, title=Path(timeline_file).name)}")
 
@@ -97,7 +102,7 @@ def format_event(e: dict, origin: int) -> str:
 @OPTION_CONFIG
 @OPTION_SET
 def run(script, out, rate, seed, config_path, overrides) -> None:
-    from .session import Session, SessionError
+    from clients.session import Session, SessionError
 
     text = Path(script).read_text(encoding="utf-8")
     timeline_path = Path(out).with_suffix(".timeline.jsonl")
@@ -141,7 +146,7 @@ def fmt_ms(value) -> str:
 @click.argument("timeline", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="MP4 to write")
 def replay(timeline, out) -> None:
-    from .replay import ReplayError, replay as run_replay
+    from clients.replay import ReplayError, replay as run_replay
 
     try:
         result = run_replay(timeline, out, echo=click.echo)
@@ -185,7 +190,7 @@ def bench() -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_ttff(runs, json_path, config_path, overrides) -> None:
-    from .benchmarks import ttff
+    from bench.suite import ttff
 
     save_bench(json_path, "ttff", ttff(config_path, overrides, runs=runs, echo=click.echo))
 
@@ -198,7 +203,7 @@ def bench_ttff(runs, json_path, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_bargein(points, json_path, config_path, overrides) -> None:
-    from .benchmarks import bargein
+    from bench.suite import bargein
 
     save_bench(json_path, "bargein", bargein(config_path, overrides, points=points, echo=click.echo))
 
@@ -208,7 +213,7 @@ def bench_bargein(points, json_path, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_sync(json_path, config_path, overrides) -> None:
-    from .benchmarks import sync
+    from bench.suite import sync
 
     save_bench(json_path, "sync", sync(config_path, overrides, echo=click.echo))
 
@@ -219,7 +224,7 @@ def bench_sync(json_path, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_sustained(seconds, json_path, config_path, overrides) -> None:
-    from .benchmarks import sustained
+    from bench.suite import sustained
 
     save_bench(json_path, "sustained", sustained(config_path, overrides, seconds=seconds, echo=click.echo))
 
@@ -227,7 +232,7 @@ def bench_sustained(seconds, json_path, config_path, overrides) -> None:
 @bench.command("hop", help="One frame between two processes over ZeroMQ, vs a memory copy.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def bench_hop(json_path) -> None:
-    from .benchmarks import hop
+    from bench.suite import hop
 
     save_bench(json_path, "hop", hop(echo=click.echo))
 
@@ -237,7 +242,7 @@ def bench_hop(json_path) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_baseline(json_path, config_path, overrides) -> None:
-    from .benchmarks import baseline
+    from bench.suite import baseline
 
     save_bench(json_path, "baseline", baseline(config_path, overrides, echo=click.echo))
 
@@ -248,7 +253,7 @@ def bench_baseline(json_path, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_all(json_path, seconds, config_path, overrides) -> None:
-    from . import benchmarks as b
+    from bench import suite as b
 
     runs = {"ttff": lambda: b.ttff(config_path, overrides, runs=10, echo=click.echo),
             "sync": lambda: b.sync(config_path, overrides, echo=click.echo),
@@ -265,7 +270,7 @@ def bench_all(json_path, seconds, config_path, overrides) -> None:
 @click.option("--json", "json_path", default="out/bench.json", show_default=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False), help="replace the table between the bench markers")
 def bench_table(json_path, readme) -> None:
-    from .benchmarks import markdown_table
+    from bench.suite import markdown_table
 
     table = markdown_table(json.loads(Path(json_path).read_text()))
     if readme:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")
+from protocol.names import FAULT_KINDS
 
 
 class InjectedFault(RuntimeError):

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import REPO_ROOT
+from protocol.config import REPO_ROOT
 
 VOICES_DIR = REPO_ROOT / "configs" / "voices"
 

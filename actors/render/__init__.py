@@ -74,7 +74,7 @@ class FaceDriver:
         torch.set_num_threads(int(device_cfg["threads"]))
         self.device, self.dtype = select_device(list(device_cfg["preference"]), bool(device_cfg["allow_cpu"]), device_cfg["dtype"])
         if pack is None:
-            from ..config import cache_dir
+            from protocol.config import cache_dir
 
             pack = load_or_build(config["persona"]["image"], float(config["persona"]["crop_scale"]), cache_dir(config))
         self.pack = pack

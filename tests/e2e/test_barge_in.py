@@ -8,18 +8,18 @@ import time
 import numpy as np
 import pytest
 
-from actors.player import BARGE_FADE_MS
-from supervisor.benchmarks import interrupt_at_random_points
-from supervisor.client import AVCollector
-from supervisor.session import Session
-from tests.conftest import write_config
+from actors.dsp import BARGE_FADE_MS
+from clients.interrupts import interrupt_at_random_points
+from clients.capture import AVCollector
+from clients.session import Session
+from clients.ports import write_private_config
 
 pytestmark = pytest.mark.e2e
 FADE_SAMPLES = BARGE_FADE_MS * 22050 // 1000
 
 
 def test_barge_in_at_random_points_leaves_nothing_stale(tmp_path):
-    config = write_config(tmp_path / "c.toml")
+    config = write_private_config(tmp_path / "c.toml")
     with Session(str(config), log=tmp_path / "s.log") as session:
         collector = AVCollector(session.endpoints["av_out"])
         time.sleep(0.3)

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from tests.conftest import write_config
+from clients.ports import write_private_config
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_ttff_writes_figures_with_their_floor(tmp_path):
-    config = write_config(tmp_path / "c.toml")
+    config = write_private_config(tmp_path / "c.toml")
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "supervisor.personas_cli_entry", "bench", "ttff", "--runs", "2",
                              "--json", str(out), "--config", str(config)], capture_output=True, text=True, timeout=300,

@@ -13,9 +13,10 @@ import time
 import psutil
 import pytest
 
-from supervisor.client import Feeder, tokenize_like_llm
-from supervisor.session import Session
-from tests.conftest import write_config
+from clients.feeder import Feeder
+from protocol import tokenize_like_llm
+from clients.session import Session
+from clients.ports import write_private_config
 from tests.media import read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +29,7 @@ def numbered_text(sentences: int) -> str:
 
 
 def test_ten_seconds_at_ten_thousand_tokens_per_second_stays_bounded_and_in_order(tmp_path):
-    config = write_config(tmp_path / "c.toml")
+    config = write_private_config(tmp_path / "c.toml")
     text = numbered_text(12_000)
     tokens = tokenize_like_llm(text, seed=3)[:100_000]
     with Session(str(config), log=tmp_path / "s.log", timeline_jsonl=tmp_path / "t.jsonl") as session:
@@ -81,7 +82,7 @@ BURST_SCRIPT = ("Good morning everyone. Today we will talk about the weather and
 
 
 def test_a_burst_at_ten_thousand_tokens_per_second_is_spoken_completely_in_order(tmp_path, artifacts):
-    config = write_config(tmp_path / "c.toml")
+    config = write_private_config(tmp_path / "c.toml")
     recording = artifacts / "burst.mp4"
     with Session(str(config), record=str(recording), log=tmp_path / "s.log") as session:
         start = len(session.timeline.events)

@@ -11,15 +11,15 @@ import pytest
 import zmq
 
 from protocol.transport import make_socket
-from supervisor.session import Session
-from tests.conftest import write_config
-from supervisor.client import AVCollector
+from clients.session import Session
+from clients.ports import write_private_config
+from clients.capture import AVCollector
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bad_ingress_input_is_reported_and_the_valid_text_after_it_is_spoken(tmp_path):
-    config = write_config(tmp_path / "personas.toml")
+    config = write_private_config(tmp_path / "personas.toml")
     log = tmp_path / "supervisor.log"
     with Session(str(config), log=log) as session:
         parser_pid = session.control.call("status")["actors"]["parser"]["pid"]
@@ -93,7 +93,7 @@ def check_cli_surfaces(config, tmp_path):
 
 def test_a_marker_changes_the_face_from_its_time_on_and_not_before(tmp_path, artifacts):
     # One chunk per sentence (no clause-first cut): the two utterances then align frame for frame.
-    config = write_config(tmp_path / "personas.toml", {"driver": {"idle_motion": False},
+    config = write_private_config(tmp_path / "personas.toml", {"driver": {"idle_motion": False},
                                                        "controller": {"first_fragment": "sentence"}})
     plain = "Hello there, I am very happy to see you today."
     marked = "Hello there, I am very <v:expression:smile>happy to see you today."

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supervisor.client import stage_durations
-from supervisor.session import Session
-from tests.conftest import write_config
+from clients.analysis import stage_durations
+from clients.session import Session
+from clients.ports import write_private_config
 from tests.media import frame_rms, read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def run(tmp_path_factory, artifacts):
     if not CLIENT.exists():
         subprocess.run(["gcc", "-O2", "-o", str(CLIENT), str(CLIENT) + ".c", "-lzmq"], check=True)
     tmp = tmp_path_factory.mktemp("pipeline")
-    config = write_config(tmp / "personas.toml")
+    config = write_private_config(tmp / "personas.toml")
     recording = artifacts / "pipeline_c_client.mp4"
     timeline = artifacts / "pipeline_c_client.timeline.jsonl"
     timeline.unlink(missing_ok=True)
@@ -68,9 +68,9 @@ def test_audio_and_video_durations_agree_within_one_frame(run):
 
 
 def test_mouth_motion_tracks_the_audio_envelope(run):
-    from actors.config import load_config
+    from protocol.config import load_config
     from actors.render.persona import load_or_build
-    from actors.config import cache_dir
+    from protocol.config import cache_dir
 
     frames, audio, sr, fps, _ = read_mp4(run["recording"])
     config = load_config()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.client import credit_audit
-from supervisor.session import Session
-from tests.conftest import write_config
+from clients.analysis import credit_audit
+from clients.session import Session
+from clients.ports import write_private_config
 from tests.media import read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ def check_control_cli(config):
 
 
 def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
-    config = write_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
     recording = artifacts / "swap.mp4"
     with Session(str(config), record=str(recording), log=tmp_path / "s.log",
                  timeline_jsonl=artifacts / "swap.timeline.jsonl") as session:
@@ -116,7 +116,7 @@ def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
 
 
 def test_a_stalled_engine_falls_back_without_underflow_and_comes_back(tmp_path, artifacts):
-    config = write_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
     with Session(str(config), log=tmp_path / "s.log", timeline_jsonl=artifacts / "stall.timeline.jsonl") as session:
         start = len(session.timeline.events)
         feeding = session.say_in_background(STORY, rate=20)

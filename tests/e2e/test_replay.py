@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from supervisor.replay import replay
-from supervisor.session import Session
-from tests.conftest import write_config
-from supervisor.client import AVCollector
+from clients.replay import replay
+from clients.session import Session
+from clients.ports import write_private_config
+from clients.capture import AVCollector
 from tests.media import read_mp4
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def test_replay_regenerates_the_session_exactly(tmp_path, artifacts):
     # brisk: natural prosody (seeded noise) -- the hard case for determinism.
-    config = write_config(tmp_path / "c.toml", {"voice": {"persona": "brisk"}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": "brisk"}})
     timeline = artifacts / "replay_source.timeline.jsonl"
     timeline.unlink(missing_ok=True)
     original = artifacts / "replay_source.mp4"
@@ -61,7 +61,7 @@ def test_replay_regenerates_the_session_exactly(tmp_path, artifacts):
 
 
 def test_replay_keeps_the_timing_of_engines_that_are_not_repeatable(tmp_path):
-    config = write_config(tmp_path / "c.toml", {"tts": {"adapter": "espeak"}})
+    config = write_private_config(tmp_path / "c.toml", {"tts": {"adapter": "espeak"}})
     timeline = tmp_path / "t.jsonl"
     with Session(str(config), timeline_jsonl=timeline, log=tmp_path / "s.log") as session:
         session.say_and_wait("Espeak cannot promise the same samples twice.")
@@ -71,7 +71,7 @@ def test_replay_keeps_the_timing_of_engines_that_are_not_repeatable(tmp_path):
 
 
 def test_a_failed_chunk_is_retried_on_its_seeded_engine_and_joins_without_a_seam(tmp_path):
-    config = write_config(tmp_path / "c.toml", {"voice": {"persona": "brisk"}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": "brisk"}})
     timeline = tmp_path / "t.jsonl"
     with Session(str(config), timeline_jsonl=timeline, log=tmp_path / "s.log") as session:
         collector = AVCollector(session.endpoints["av_out"])

@@ -12,9 +12,9 @@ import time
 import psutil
 import pytest
 
-from supervisor.control import ControlClient
-from supervisor.session import Session
-from tests.conftest import write_config
+from protocol.control_endpoint import ControlClient
+from clients.session import Session
+from clients.ports import write_private_config
 
 pytestmark = pytest.mark.e2e
 ACTORS = {"parser", "tts", "stitcher", "driver", "player"}
@@ -51,7 +51,7 @@ def spoke(session: Session, text: str) -> list[dict]:
 
 @pytest.fixture
 def session(tmp_path):
-    config = write_config(tmp_path / "personas.toml")
+    config = write_private_config(tmp_path / "personas.toml")
     s = Session(str(config), log=tmp_path / "supervisor.log")
     s.start()
     yield s
@@ -98,7 +98,7 @@ def test_status_exits_nonzero_without_a_supervisor(config_file):
 
 
 def test_an_actor_that_keeps_dying_stops_everything_cleanly(tmp_path):
-    config = write_config(tmp_path / "personas.toml", {"supervisor": {"max_restarts": 2, "restart_window_s": 60.0}})
+    config = write_private_config(tmp_path / "personas.toml", {"supervisor": {"max_restarts": 2, "restart_window_s": 60.0}})
     s = Session(str(config), log=tmp_path / "supervisor.log")
     s.start()
     try:

@@ -16,9 +16,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from supervisor.client import credit_audit
-from supervisor.session import Session
-from tests.conftest import write_config
+from clients.analysis import credit_audit
+from clients.session import Session
+from clients.ports import write_private_config
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
-    config = write_config(tmp / "c.toml", {"web": {"enabled": True}})
+    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}})
     session = Session(str(config), log=tmp / "s.log")
     session.start()
     web = session.config["web"]

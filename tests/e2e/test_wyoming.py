@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from actors.adapters import load_voice, make_adapter
-from actors.config import load_config
-from supervisor.session import Session
-from tests.conftest import free_ports, write_config
+from protocol.config import load_config
+from clients.session import Session
+from clients.ports import free_ports, write_private_config
 from tests.media import read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def test_wyoming_adapter_against_a_real_server(wyoming_server):
 
 
 def test_the_system_speaks_through_wyoming(wyoming_server, tmp_path, artifacts):
-    config = write_config(tmp_path / "c.toml", {"tts": {"adapter": "wyoming", "fallback": "piper",
+    config = write_private_config(tmp_path / "c.toml", {"tts": {"adapter": "wyoming", "fallback": "piper",
                                                         "adapters": ["wyoming", "piper"], "wyoming_uri": wyoming_server}})
     recording = artifacts / "wyoming.mp4"
     with Session(str(config), record=str(recording), log=tmp_path / "s.log") as session:

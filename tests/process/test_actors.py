@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from actors.player import BARGE_FADE_MS
+from actors.dsp import BARGE_FADE_MS
 from protocol import AudioChunk, AudioSpan, AVPacket, BargeIn, Credit, frame_start_sample
-from supervisor.client import AVCollector
-from tests.conftest import write_config
-from tests.harness import ActorHarness
+from clients.capture import AVCollector
+from clients.ports import write_private_config
+from tests.process.harness import ActorHarness
 
 SR, FPS = 22050, 25
 SPF = SR // FPS
@@ -35,7 +35,7 @@ def spans(h: ActorHarness) -> list[AudioSpan]:
 
 @pytest.fixture
 def stitcher(tmp_path):
-    config = write_config(tmp_path / "c.toml")
+    config = write_private_config(tmp_path / "c.toml")
     with ActorHarness("stitcher", config) as h:
         yield h
 
@@ -58,7 +58,7 @@ def test_stitcher_joins_chunks_without_gaps_or_clicks_and_pins_frames_to_samples
     joined = len(a) + len(b) - overlap
     assert np.all(pcm[joined:] == 0) and np.any(pcm[joined - SPF:joined] != 0)  # exactly one overlap shorter, padded
     assert np.abs(np.diff(pcm[:joined].astype(np.int32))).max() < 1500  # no click anywhere, joins included
-    starts = {s[0]: s[1] for span in speech for s in span.chunk_starts}
+    starts = {s.sequence_id: s.start_sample for span in speech for s in span.chunk_starts}
     assert starts[0] == frame_start_sample(first, SR, FPS) and starts[1] == starts[0] + len(a) - overlap
 
 
@@ -86,7 +86,7 @@ def test_stitcher_keeps_an_idle_lead_of_fill_frames_and_drops_stale_epochs(stitc
     stitcher.pump(0.3)
     stitcher.send(audio_chunk(0, tone(0.5), epoch=0))  # from before the barge-in: dropped
     stitcher.pump(0.3)
-    assert stitcher.events_of("stitch", "drop") and not [s for s in spans(stitcher) if s.kind == "speech"]
+    assert stitcher.events_of("stale", "drop") and not [s for s in spans(stitcher) if s.kind == "speech"]
     assert stitcher.events_of("barge_in")[0]["data"]["ack"] is True
 
 
@@ -97,7 +97,7 @@ def packet(k: int, epoch: int, kind: str = "speech", amp: int = 9000, utterance:
 
 
 def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_with_a_short_fade(tmp_path):
-    config = write_config(tmp_path / "c.toml", {"media": {"width": 32, "height": 32}, "player": {"overlay_text": ""}})
+    config = write_private_config(tmp_path / "c.toml", {"media": {"width": 32, "height": 32}, "player": {"overlay_text": ""}})
     with ActorHarness("player", config) as h:
         collector = AVCollector(h.endpoints["av_out"])
         time.sleep(0.3)

@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .names import FAULT_KINDS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
 ENV_VAR = "PERSONAS_CONFIG"
@@ -35,7 +37,7 @@ LIVE_KEYS = frozenset({
 CHOICES = {
     "controller.mode": ("steady", "low_latency"),
     "controller.first_fragment": ("clause", "sentence"),
-    "fault.kind": ("none", "latency", "stall", "error", "error_once", "slowdown"),
+    "fault.kind": FAULT_KINDS,
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from actors.config import load_config
+from protocol.config import load_config
 from actors.render import AudioBuffer, FaceDriver, MarkerError, VisualState, select_device
 from actors.render.motion import P, marker_targets
 

@@ -2,8 +2,8 @@
 
 import io
 
-from supervisor.benchmarks import markdown_table
-from supervisor.views import LiveView, plot, sparkline
+from bench.suite import markdown_table
+from clients.views import LiveView, plot, sparkline
 
 
 def event(ts, actor, stage, result="ok", **data):

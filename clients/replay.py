@@ -13,18 +13,16 @@ events, and presents the same packets at the same ticks. Nothing runs in real ti
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from actors.adapters import load_voice, make_adapter
-from actors.player import BARGE_FADE_MS, fade_out
-from actors.stitcher import resample
+from actors.dsp import BARGE_FADE_MS, apply_gain, crossfade_ramps, fade_out, overlap_add, resample
 from protocol import frame_start_sample
 
-from .client import load_jsonl
+from .timeline import load_jsonl
 
 
 class ReplayError(RuntimeError):
@@ -46,8 +44,7 @@ class EpochAudio:
     """One epoch's audio timeline, built the way the stitcher built it."""
 
     def __init__(self, overlap: int):
-        ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, math.pi, max(overlap, 1), dtype=np.float32))
-        self.fade_in, self.fade_out = ramp, ramp[::-1].copy()
+        self.fade_in, self.fade_out = crossfade_ramps(overlap)
         self.samples = np.zeros(0, np.int16)
 
     def place(self, start: int, pcm: np.ndarray, overlap: int) -> None:
@@ -55,9 +52,8 @@ class EpochAudio:
         if end > len(self.samples):
             self.samples = np.concatenate([self.samples, np.zeros(end - len(self.samples), np.int16)])
         if overlap:
-            tail = self.samples[start:start + overlap].astype(np.float32)
-            mixed = tail * self.fade_out[:overlap] + pcm[:overlap].astype(np.float32) * self.fade_in[:overlap]
-            self.samples[start:start + overlap] = np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
+            self.samples[start:start + overlap] = overlap_add(self.samples[start:start + overlap], pcm[:overlap],
+                                                              self.fade_out, self.fade_in)
         self.samples[start + overlap:end] = pcm[overlap:]
 
     def window(self, start: int, end: int) -> np.ndarray:
@@ -122,9 +118,7 @@ def replay(timeline: str | Path, out: str | Path | None = None, keep_images: boo
         pcm, scale = synthesis.pcm, 1.0
         if synthesis.sample_rate != sr:
             pcm, scale = resample(pcm, synthesis.sample_rate, sr), sr / synthesis.sample_rate
-        gain = float(event["data"].get("gain", 1.0))
-        if gain != 1.0:
-            pcm = np.clip(np.rint(pcm.astype(np.float32) * gain), -32768, 32767).astype(np.int16)
+        pcm = apply_gain(pcm, float(event["data"].get("gain", 1.0)))
         start = int(event["data"]["start"])
         audio.setdefault(key[0], EpochAudio(overlap)).place(start, pcm, int(event["data"]["overlap"]))
         phonemes[key] = [(p, start + int(s * scale), int(n * scale)) for p, s, n in synthesis.phonemes]

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from actors.config import load_config
+from protocol import tokenize_like_llm
+from protocol.config import load_config
+from protocol.control_endpoint import ControlClient
 
-from .client import Feeder, TimelineRecorder, tokenize_like_llm
-from .control import ControlClient
+from .feeder import Feeder
+from .timeline import TimelineRecorder
 
 
 class SessionError(RuntimeError):

@@ -1,5 +1,5 @@
 """Run ONE real actor process on real sockets, play its neighbours from the test, and
-collect what it emits (pipecat's idea of a test harness, over ZeroMQ).
+collect what it emits (the process tier; ``actors.testing`` is the in-process one).
 
 The harness binds what the supervisor and the neighbouring actors would bind: the
 system PUB, the health PULL, the timeline (a SUB at ``timeline_in``) and an inbox PULL
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import zmq
 
-from actors.config import ENV_VAR, load_config
-from protocol import Message, Ready, TimelineEvent, decode
+from protocol import Describe, Info, Message, Ready, TimelineEvent, decode
+from protocol.config import ENV_VAR, load_config
+from protocol.names import ACTOR_NAMES
 from protocol.transport import make_socket, send
-
-PEERS = ("parser", "tts", "stitcher", "driver", "player")
 
 
 class ActorHarness:
@@ -39,7 +38,7 @@ class ActorHarness:
         self.timeline_sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.timeline_sock.bind(self.endpoints["timeline_in"])
         self.peer_inboxes = {}
-        for peer in PEERS:
+        for peer in ACTOR_NAMES:
             if peer != name:
                 inbox = sock(zmq.PULL)
                 inbox.bind(self.endpoints[peer])
@@ -50,7 +49,12 @@ class ActorHarness:
         self.proc = subprocess.Popen([sys.executable, "-m", "actors", name], env=env)
         self.events: list[dict] = []
         self.received: dict[str, list[Message]] = {peer: [] for peer in self.peer_inboxes}
-        self.info = self._wait_ready()
+        try:
+            self.info = self._wait_ready()
+            self._wait_subscribed()
+        except BaseException:
+            self.close()
+            raise
 
     def _wait_ready(self, timeout: float = 120.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -60,9 +64,19 @@ class ActorHarness:
             if self.health.poll(100):
                 msg = decode(self.health.recv_multipart())
                 if isinstance(msg, Ready):
-                    time.sleep(0.3)  # let the SUB/PUB connections settle
                     return msg.info
         raise RuntimeError(f"{self.name} not ready after {timeout}s")
+
+    def _wait_subscribed(self, timeout: float = 30.0) -> None:
+        """Until the actor answers a Describe on the system channel: from then on it hears
+        every broadcast (a PUB drops what it sends before the subscription is in)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send(self.system, Describe(request_id=1))
+            if self.health.poll(100):
+                if isinstance(decode(self.health.recv_multipart()), Info):
+                    return
+        raise RuntimeError(f"{self.name} never answered on the system channel")
 
     def send(self, msg: Message) -> None:
         send(self.to_actor, msg)

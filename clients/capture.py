@@ -1,0 +1,62 @@
+"""Capture what the player presents (its av_out PUB socket), losslessly, in a thread."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zmq
+
+from protocol import AVPacket, decode
+from protocol.transport import make_socket
+
+
+class AVCollector:
+    """Subscribes to the player's av_out PUB in a thread and keeps every packet it publishes.
+    With ``idle_pixels=False`` idle/fill frames keep their audio but drop their pixels, so a
+    long session stays modest in memory."""
+
+    def __init__(self, endpoint: str, idle_pixels: bool = True):
+        self.packets: list[AVPacket] = []
+        self._idle_pixels = idle_pixels
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = make_socket(self._ctx, zmq.SUB, hwm=1_000_000, linger_ms=0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sock.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._sock.poll(100):
+                msg = decode(self._sock.recv_multipart())
+                if isinstance(msg, AVPacket):
+                    if not self._idle_pixels and msg.kind != "speech":
+                        msg = AVPacket(**{**msg.__dict__, "pixels": b""})
+                    self.packets.append(msg)
+                    self._first.set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once a packet arrived: the player presents every tick, idle or not, so the
+        subscription is live from then on."""
+        return self._first.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+        self._ctx.term()
+
+    def speech(self, utterance_id: int, epoch: int) -> list[AVPacket]:
+        return sorted((p for p in self.packets if p.kind == "speech" and p.utterance_id == utterance_id and p.epoch == epoch),
+                      key=lambda p: p.frame_index)
+
+    def audio(self) -> np.ndarray:
+        """Everything heard, in presentation order, as int16 PCM."""
+        return np.concatenate([np.frombuffer(p.pcm, np.int16) for p in self.packets]) if self.packets else np.zeros(0, np.int16)
+
+    @staticmethod
+    def image(packet: AVPacket) -> np.ndarray:
+        return np.frombuffer(packet.pixels, np.uint8).reshape(packet.height, packet.width, 3)

@@ -1,0 +1,343 @@
+"""Web gateway: the browser surface, beside the five actors (supervised like them).
+
+It only *consumes* the pipeline: presented A/V packets from the player's ``av_out`` PUB
+socket and events from the timeline; it *acts* through the same doors as any client (the
+control endpoint, the ingress). So a slow browser can never slow the pipeline -- at worst
+this process falls behind and its own SUB socket drops.
+
+Routes (aiohttp):
+    GET  /            the page (static files, no CDN)
+    GET  /audio.wav   one RIFF header, then PCM as it is presented (chunked transfer; no file)
+    GET  /ws          binary A/V messages (JPEG + PCM, pts on the audio sample clock, epoch)
+                      and JSON timeline events
+    GET  /adapters    the TTS adapters' capability descriptors (control endpoint)
+    GET  /config      the running configuration; POST /config {"changes": {...}} live keys
+    POST /say         {"text": ...} fed to the ingress as LLM-like tokens
+    POST /barge-in    interrupt now
+
+A lagging WebSocket client first loses video frames (counted, on the timeline) while its
+audio keeps flowing; past ``client_drop_frames`` it is disconnected with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import zmq
+import zmq.asyncio
+from aiohttp import web
+
+from actors.runtime import ActorContext
+from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
+from protocol.control_endpoint import AsyncControlClient
+from protocol.transport import make_socket
+
+NAME = "web"
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_FILES = ("index.html", "app.js", "silence-watch.js", "style.css")
+CONTENT_TYPES = {"html": "text/html", "js": "application/javascript", "css": "text/css"}
+#: Small kernel send buffer per WebSocket, so a client that stops reading shows up as lagging in
+#: well under a second instead of hiding behind megabytes of socket buffer.
+CLIENT_SNDBUF = 64 * 1024
+QUIET_STAGES = {"heartbeat", "credit", "send", "span", "render", "stitch", "ready"}
+#: The system channel (barge-in) is read at least this often.
+HOUSEKEEPING_S = 0.02
+#: Longest text POST /say takes.
+MAX_SAY_CHARS = 10_000
+
+
+@dataclass(eq=False)  # identity semantics: clients live in a set
+class Client:
+    ws: web.WebSocketResponse
+    peer: str
+    queue: deque = field(default_factory=deque)  # bounded by fan_out: lag, then disconnect
+    dropped_video: int = 0
+    lagging: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def wav_header(sample_rate: int) -> bytes:
+    """A RIFF/WAVE header for a stream of unknown length (sizes set to the maximum)."""
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))
+
+
+def av_message(packet: AVPacket, jpeg: bytes | None, received_ns: int) -> bytes:
+    """[u32 header length][JSON header][JPEG][PCM] -- what the page decodes."""
+    header = json.dumps({
+        "type": "av", "epoch": packet.epoch, "frame": packet.frame_index, "pts": packet.pts_sample,
+        "sr": packet.sample_rate, "fps": packet.fps, "kind": packet.kind, "utterance": packet.utterance_id,
+        "chunk": packet.sequence_id, "final": packet.final, "jpeg": len(jpeg or b""), "pcm": len(packet.pcm),
+        "t_ns": received_ns, "provenance": packet.provenance.as_dict() if packet.provenance else None,
+    }, separators=(",", ":")).encode()
+    return struct.pack("<I", len(header)) + header + (jpeg or b"") + bytes(packet.pcm)
+
+
+class Gateway:
+    def __init__(self, ctx: ActorContext):
+        self.ctx = ctx
+        self.cfg, self.endpoints = ctx.config["web"], ctx.endpoints
+        self.sample_rate = int(ctx.config["media"]["sample_rate"])
+        self.lag_frames, self.drop_frames = int(self.cfg["client_lag_frames"]), int(self.cfg["client_drop_frames"])
+        self.url = f"http://{self.cfg['host']}:{self.cfg['port']}/"
+        self.clients: set[Client] = set()
+        self.wav_listeners: set[asyncio.Queue] = set()
+        self.counts = {"packets": 0, "clients": 0, "dropped_video": 0, "disconnected_slow": 0, "wav_listeners": 0}
+        self.page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}  # read once
+
+    def describe(self) -> dict:
+        return {"actor": NAME, "url": self.url, "routes": ["/", "/audio.wav", "/ws", "/adapters", "/config", "/say", "/barge-in"],
+                "consumes": ["av_packet <- player av_out (SUB)", "timeline (SUB)"], "produces": ["HTTP", "WebSocket"]}
+
+    def run(self) -> None:
+        self.zctx = zmq.asyncio.Context()
+        self.control = AsyncControlClient(self.zctx, self.endpoints["control"])
+        self.ingress = make_socket(self.zctx, zmq.PUSH, hwm=10_000, linger_ms=0)
+        self.ingress.connect(self.endpoints["ingress"])
+        try:
+            asyncio.run(self.serve())
+        finally:
+            self.ingress.close()
+            self.zctx.term()
+
+    async def serve(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg["host"], int(self.cfg["port"])).start()
+        self.ctx.ready(self.describe())
+        tasks = [asyncio.ensure_future(t) for t in (self.pump_av(), self.pump_timeline())]
+        try:
+            await self.housekeeping()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await runner.cleanup()
+
+    async def housekeeping(self) -> None:
+        while self.ctx.running:
+            self.ctx.receive(self)
+            self.counts["clients"], self.counts["wav_listeners"] = len(self.clients), len(self.wav_listeners)
+            self.ctx.heartbeat(dict(self.counts))
+            await asyncio.sleep(HOUSEKEEPING_S)
+
+    def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
+        # The gateway holds no pipeline work, but it acknowledges every epoch like any actor
+        # (the supervisor re-sends a barge-in until all have). Pages flush old audio themselves
+        # when the first packet of the new epoch reaches them.
+        self.ctx.adopt_epoch(epoch, cause)
+
+    # -- from the pipeline to the clients -------------------------------------------------------
+    async def pump_av(self) -> None:
+        sub = make_socket(self.zctx, zmq.SUB, hwm=4 * 25, linger_ms=0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.endpoints["av_out"])
+        while True:
+            frames = await sub.recv_multipart(copy=False)
+            try:
+                msg = decode(frames)
+            except ProtocolError:
+                continue
+            if isinstance(msg, AVPacket):
+                self.counts["packets"] += 1
+                self.fan_out(msg)
+
+    async def pump_timeline(self) -> None:
+        sub = make_socket(self.zctx, zmq.SUB, hwm=10_000, linger_ms=0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.endpoints["timeline"])
+        while True:
+            frames = await sub.recv_multipart()
+            try:
+                msg = decode(frames)
+            except ProtocolError:
+                continue
+            if isinstance(msg, TimelineEvent) and self.clients and self.worth_showing(msg):
+                self.broadcast_text(self.event_json(msg))
+
+    @staticmethod
+    def worth_showing(event: TimelineEvent) -> bool:
+        return not (event.stage in QUIET_STAGES and event.result == "ok" and not (event.actor == "tts" and event.stage == "credit"))
+
+    @staticmethod
+    def event_json(event: TimelineEvent) -> str:
+        record = event.as_record()
+        if record["stage"] == "present":
+            record["data"] = {k: record["data"].get(k) for k in ("tick", "kind", "depth", "faded")}
+        return json.dumps(record, separators=(",", ":"), default=str)
+
+    def broadcast_text(self, text: str) -> None:
+        for client in list(self.clients):
+            if len(client.queue) < self.drop_frames:
+                client.queue.append(text)
+                client.wake.set()
+
+    def jpeg_of(self, packet: AVPacket) -> bytes:
+        from PIL import Image
+
+        image = Image.frombuffer("RGB", (packet.width, packet.height), bytes(packet.pixels), "raw", "RGB", 0, 1)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=int(self.cfg["jpeg_quality"]))
+        return out.getvalue()
+
+    def fan_out(self, packet: AVPacket) -> None:
+        received = time.monotonic_ns()
+        full = av_message(packet, self.jpeg_of(packet) if self.clients else None, received)  # encode once, if watched
+        lagging = any(len(c.queue) >= self.lag_frames for c in self.clients)
+        audio_only = av_message(packet, None, received) if lagging else b""
+        for client in list(self.clients):
+            self.queue_for(client, full, audio_only)
+        for listener in list(self.wav_listeners):
+            try:
+                listener.put_nowait(bytes(packet.pcm))
+            except asyncio.QueueFull:
+                self.wav_listeners.discard(listener)  # its HTTP response ends; the pipeline never waits
+
+    def queue_for(self, client: Client, full: bytes, audio_only: bytes) -> None:
+        """Queue one packet for one client: whole, audio only (lagging), or not at all (too slow)."""
+        if len(client.queue) >= self.drop_frames:
+            self.clients.discard(client)
+            self.counts["disconnected_slow"] += 1
+            self.ctx.emit("client", "error", surface="ws",
+                          data={"client": client.peer, "why": f"{len(client.queue)} frames behind", "action": "disconnected"})
+            asyncio.ensure_future(client.ws.close(code=4000, message=b"too slow: audio backlog over the limit"))
+            return
+        if len(client.queue) >= self.lag_frames:
+            client.queue.append(audio_only)
+            client.dropped_video += 1
+            self.counts["dropped_video"] += 1
+            if not client.lagging:
+                client.lagging = True
+                self.ctx.emit("client", "warn", surface="ws", data={"client": client.peer, "lagging": True,
+                                                                    "queued": len(client.queue)})
+        else:
+            if client.lagging and len(client.queue) < self.lag_frames // 2:
+                client.lagging = False
+                self.ctx.emit("client", surface="ws", data={"client": client.peer, "lagging": False,
+                                                             "dropped_video": client.dropped_video})
+            client.queue.append(full)
+        client.wake.set()
+
+    # -- routes ---------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_get("/", self.static)
+        app.router.add_get("/favicon.ico", lambda _request: web.Response(status=204))
+        app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/audio.wav", self.audio_wav)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/adapters", self.adapters)
+        app.router.add_get("/config", self.get_config)
+        app.router.add_post("/config", self.post_config)
+        app.router.add_post("/say", self.say)
+        app.router.add_post("/barge-in", self.barge_in)
+        return app
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("name", "index.html")
+        if name not in self.page:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.page[name], content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]], charset="utf-8")
+
+    async def audio_wav(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(wav_header(self.sample_rate))
+        queue: asyncio.Queue = asyncio.Queue(maxsize=5 * 25)
+        self.wav_listeners.add(queue)
+        try:
+            while queue in self.wav_listeners or not queue.empty():
+                try:
+                    block = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
+                await response.write(block)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.wav_listeners.discard(queue)
+        return response
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF)
+        client = Client(ws, request.remote or "?")
+        self.clients.add(client)
+        media = self.ctx.config["media"]
+        await ws.send_str(json.dumps({"type": "hello", "sr": self.sample_rate, "fps": media["fps"], "width": media["width"],
+                                      "height": media["height"], "lag_frames": self.lag_frames}))
+        self.ctx.emit("client", surface="ws", data={"client": client.peer, "connected": True})
+        task = asyncio.ensure_future(self.send_to_client(client))
+        try:
+            async for _ in ws:  # the page talks over HTTP; incoming messages are ignored
+                pass
+        finally:
+            task.cancel()
+            self.clients.discard(client)
+            self.ctx.emit("client", surface="ws", data={"client": client.peer, "connected": False,
+                                                        "dropped_video": client.dropped_video})
+        return ws
+
+    async def send_to_client(self, client: Client) -> None:
+        ws = client.ws
+        while not ws.closed:
+            try:  # every wait has a timeout: a closed socket is noticed even without traffic
+                await asyncio.wait_for(client.wake.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                continue
+            client.wake.clear()
+            while client.queue and not ws.closed:
+                item = client.queue.popleft()
+                if isinstance(item, str):
+                    await ws.send_str(item)
+                else:
+                    await ws.send_bytes(item)
+
+    async def call(self, cmd: str, **args) -> dict:
+        reply = await self.control.call(cmd, **args)
+        if reply is None:
+            raise web.HTTPServiceUnavailable(text="supervisor did not answer")
+        return reply
+
+    async def adapters(self, _request: web.Request) -> web.Response:
+        return web.json_response(await self.call("adapters"))
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.call("config_get", key=request.query.get("key", "")))
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        reply = await self.call("config_set", changes=body.get("changes", {}))
+        return web.json_response(reply, status=200 if reply.get("ok") else 400)
+
+    async def say(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = str(body.get("text", "")).strip()
+        if not text or len(text) > MAX_SAY_CHARS:
+            raise web.HTTPBadRequest(text=f"give 1..{MAX_SAY_CHARS} characters of 'text'")
+        asyncio.ensure_future(self.feed(text))
+        return web.json_response({"ok": True, "chars": len(text)})
+
+    async def feed(self, text: str) -> None:
+        rate = float(self.cfg["say_rate"])
+        for token in tokenize_like_llm(text, seed=int(time.time())):
+            await self.ingress.send(token.encode())
+            await asyncio.sleep(1 / rate)
+        await self.ingress.send(msgpack.packb({"type": "end"}))
+
+    async def barge_in(self, _request: web.Request) -> web.Response:
+        await self.ingress.send(msgpack.packb({"type": "barge_in"}))
+        return web.json_response({"ok": True})

@@ -1,0 +1,125 @@
+"""The control endpoint's commands, circus style: one small unit per command.
+
+Wire (``protocol.control_endpoint``): a REQ client sends ``{"cmd": NAME, ...args}`` and
+gets ``{"ok": bool, ...}`` back (``"error"`` says why when ``ok`` is false). A command
+that needs every actor's current descriptor returns a :class:`Pending` reply instead of
+waiting: the supervisor's loop sends it when the actors' Infos are in or the wait is
+over, so no command ever blocks that loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from protocol.config import LIVE_KEYS, get_key
+from protocol.control_endpoint import decode
+from protocol.envelope import ProtocolError
+
+
+@dataclass
+class Pending:
+    """A reply built from fresh descriptors: ``build(descriptors)`` once they are in."""
+
+    build: Callable[[dict], dict]
+
+
+Reply = dict | Pending
+
+
+class Supervised(Protocol):
+    """What the commands need from the supervisor (the arbiter provides it)."""
+
+    state: str
+    config: dict
+    config_version: int
+
+    def status(self) -> dict: ...
+    def new_epoch(self, reason: str) -> int: ...
+    def set_config(self, items: dict) -> dict: ...
+    def request_stop(self, reason: str) -> None: ...
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Supervised, dict], Reply]]] = {}
+
+
+def command(name: str, summary: str):
+    def register(fn):
+        COMMANDS[name] = (summary, fn)
+        return fn
+
+    return register
+
+
+@command("ping", "liveness check")
+def ping(supervisor: Supervised, _args: dict) -> Reply:
+    return {"state": supervisor.state}
+
+
+@command("status", "per-actor pid, state, cpu, RSS, queue depths")
+def status(supervisor: Supervised, _args: dict) -> Reply:
+    return supervisor.status()
+
+
+@command("actors", "each actor's current describe() descriptor (asked for now)")
+def actors(_supervisor: Supervised, _args: dict) -> Reply:
+    return Pending(lambda descriptors: {"actors": descriptors})
+
+
+@command("barge_in", "start a new epoch: every actor drops older work")
+def barge_in(supervisor: Supervised, args: dict) -> Reply:
+    return {"epoch": supervisor.new_epoch(str(args.get("reason", "control barge_in")))}
+
+
+@command("config_get", "the running configuration, or one section / key")
+def config_get(supervisor: Supervised, args: dict) -> Reply:
+    key = str(args.get("key", ""))
+    value = get_key(supervisor.config, key) if key else supervisor.config
+    return {"key": key, "value": value, "version": supervisor.config_version, "live_keys": sorted(LIVE_KEYS)}
+
+
+@command("config_set", "change live keys; applied by each actor at its next safe boundary")
+def config_set(supervisor: Supervised, args: dict) -> Reply:
+    changes = args.get("changes")
+    if not isinstance(changes, dict) or not changes:
+        raise ValueError("config_set needs a non-empty map 'changes' of section.key -> value")
+    return supervisor.set_config(changes)
+
+
+@command("adapters", "every TTS adapter's capability descriptor")
+def adapters(_supervisor: Supervised, _args: dict) -> Reply:
+    def build(descriptors: dict) -> dict:
+        tts = descriptors.get("tts", {})
+        return {"active": tts.get("active"), "fallback": tts.get("fallback"), "adapters": tts.get("adapters", {}),
+                "voice": tts.get("voice")}
+
+    return Pending(build)
+
+
+@command("down", "stop every actor gracefully, then the supervisor")
+def down(supervisor: Supervised, args: dict) -> Reply:
+    supervisor.request_stop(str(args.get("reason", "down")))
+    return {"state": "stopping"}
+
+
+def handle(supervisor: Supervised, body: bytes) -> Reply:
+    """One request: a reply map now, or a Pending one."""
+    try:
+        request = decode(body)
+    except ProtocolError as exc:
+        return {"ok": False, "error": str(exc)}
+    name = request.get("cmd")
+    if name not in COMMANDS:
+        return {"ok": False, "error": f"unknown command {name!r}", "commands": sorted(COMMANDS)}
+    try:
+        reply = COMMANDS[name][1](supervisor, request)
+    except Exception as exc:  # a failing command must not take the supervisor down
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return reply if isinstance(reply, Pending) else {"ok": True, **reply}
+
+
+def finish(pending: Pending, descriptors: dict) -> dict:
+    try:
+        return {"ok": True, **pending.build(descriptors)}
+    except Exception as exc:  # same rule as handle(): an error reply, never a crash
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
