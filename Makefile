@@ -1,4 +1,4 @@
-# Personas: `make demo` and `make test` work on a fresh machine (they build .venv first).
+# Personas: `make demo` and `make test` work on a fresh Debian machine (they install what they need).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,10 +7,22 @@ STAMP  := $(VENV)/.installed
 # pulling a multi-GB CUDA build. On a Mac the same pin gives the MPS build.
 TORCH_SPEC ?= torch==2.13.0
 CLIENT := tests/clients/feed_tokens
+PYTEST := $(BIN)/pytest -q
 
-.PHONY: all venv test test-fast demo bench clean deps
+.PHONY: all venv deps test test-unit test-process test-e2e test-loaded demo bench clean
 
 all: venv
+
+# System packages the tests need (Debian): libzmq for the C client, the espeak-ng engine,
+# Chromium for the browser test (Playwright drives the system browser: no download).
+# As root the missing ones are installed; otherwise one line says what to run.
+DEBS := gcc make libzmq3-dev pkg-config espeak-ng chromium
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:" $$missing "-- run: sudo make deps"; exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,20 +32,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the tests need (Debian; run as root): libzmq for the C client, the espeak-ng
-# engine, Chromium for the browser test (Playwright drives the system browser: no download).
-DEBS := gcc make libzmq3-dev pkg-config espeak-ng chromium
-deps:
-	apt-get install -y -q $(DEBS) >/dev/null || (apt-get update -q && apt-get install -y -q $(DEBS))
-
-$(CLIENT): tests/clients/feed_tokens.c
+$(CLIENT): tests/clients/feed_tokens.c | deps
 	gcc -O2 -Wall -Wextra -o $@ $< -lzmq
 
-test: venv $(CLIENT)
-	$(BIN)/pytest -q
+# The three tiers: in-process (no child process, < 60 s), one actor on real sockets, the real supervisor.
+test: test-unit test-process test-e2e
 
-test-fast: venv
-	$(BIN)/pytest -q -m "not e2e"
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test-process: deps venv
+	$(PYTEST) tests/process
+
+test-e2e: deps venv $(CLIENT)
+	$(PYTEST) tests/e2e
+
+# The suite while two busy-loop processes compete for the two cores (what a shared CI runner does).
+test-loaded: deps venv $(CLIENT)
+	@$(PYTHON) -c 'while True: pass' & a=$$!; $(PYTHON) -c 'while True: pass' & b=$$!; \
+	trap "kill $$a $$b 2>/dev/null" EXIT INT TERM; \
+	echo "two busy loops running (pids $$a $$b)"; $(MAKE) --no-print-directory test
 
 demo: venv
 	$(BIN)/personas run examples/demo.txt --out out/demo.mp4

@@ -1,5 +1,6 @@
-"""All seven scenes in --quick mode: the behavioural gate of `make test`.
-(`personas scenes run --all` is the full gate: a 5-minute Long Read and more interruptions.)"""
+"""Each of the seven scenes in --quick mode, one test apiece: the behavioural gate of
+`make test`. (`personas scenes run --all` is the full gate: a 5-minute Long Read and more
+interruptions.)"""
 
 import json
 
@@ -9,12 +10,13 @@ from scenes.harness import ARTIFACTS
 from scenes.runner import SCENES, run_scenes
 
 pytestmark = pytest.mark.e2e
+ARTEFACTS = ("timeline.jsonl", "audio.wav", "video.mp4", "plot.png", "verdict.json")
 
 
-def test_every_scene_passes_quick():
-    verdicts = run_scenes(list(SCENES), ["piper", "espeak", "wyoming"], quick=True)
-    failed = {v["scene"]: [c for c in v["checks"] if not c["passed"]] for v in verdicts if not v["passed"]}
-    assert not failed, json.dumps(failed, indent=1, default=str)
-    for name in SCENES:
-        for artefact in ("timeline.jsonl", "audio.wav", "video.mp4", "plot.png", "verdict.json"):
-            assert (ARTIFACTS / name / artefact).stat().st_size > 0, f"{name}/{artefact}"
+@pytest.mark.parametrize("name", SCENES)
+def test_scene_passes_quick(name):
+    (verdict,) = run_scenes([name], ["piper", "espeak", "wyoming"], quick=True)
+    failed = [c for c in verdict["checks"] if not c["passed"]]
+    assert verdict["passed"], json.dumps(failed or verdict["checks"], indent=1, default=str)
+    for artefact in ARTEFACTS:
+        assert (ARTIFACTS / name / artefact).stat().st_size > 0, f"{name}/{artefact}"

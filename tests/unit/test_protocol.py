@@ -4,8 +4,8 @@ import msgpack
 import pytest
 
 import protocol as p
-from protocol.envelope import ProtocolError
-from protocol.limits import INGRESS_MAX_BYTES, MAX_HEADER_BYTES
+from protocol.envelope import ProtocolError, unpack_header
+from protocol.limits import INGRESS_MAX_BYTES, MAX_HEADER_BYTES, MSGPACK_LIMITS
 
 
 def test_every_family_round_trips():
@@ -48,10 +48,55 @@ def test_bad_frames_are_rejected_with_a_reason(frames, code):
     assert err.value.code == code
 
 
-def test_msgpack_limits_refuse_huge_declared_lengths():
-    # An array header claiming 2**31 elements must fail fast, not allocate.
+def _header(**fields) -> bytes:
+    return msgpack.packb({"v": 1, "type": "heartbeat", "actor": "tts", "pid": 1, "seq": 0, **fields}, use_bin_type=True)
+
+
+def _sized_header(total: int) -> bytes:
+    """A valid msgpack header map of exactly ``total`` bytes (a long text field pads it)."""
+    base = len(_header(stats={"pad": "x" * 300})) - 300  # str16 prefix: fixed overhead above 255 chars
+    raw = _header(stats={"pad": "x" * (total - base)})
+    assert len(raw) == total
+    return raw
+
+
+@pytest.mark.parametrize("limit, at_limit, over_limit", [
+    # each case: valid msgpack whose content sits exactly at, then one past, one limit in MSGPACK_LIMITS
+    ("max_array_len", lambda n: _header(stats={"xs": [0] * n}), lambda n: _header(stats={"xs": [0] * (n + 1)})),
+    ("max_map_len", lambda n: _header(stats={f"k{i:04}": 0 for i in range(n)}),
+     lambda n: _header(stats={f"k{i:04}": 0 for i in range(n + 1)})),
+    ("max_ext_len", lambda n: _header(stats={"e": 0}), lambda n: _header(stats={"e": msgpack.ExtType(1, b"x")})),
+], ids=["array", "map", "ext"])
+def test_msgpack_limits_are_what_rejects_oversized_content(limit, at_limit, over_limit):
+    n = MSGPACK_LIMITS[limit]
+    ok, hostile = at_limit(n), over_limit(n)
+    assert len(hostile) <= MAX_HEADER_BYTES  # not caught by the size check: only the unpack limit stands in the way
+    assert unpack_header(ok)["stats"] is not None  # at the limit: accepted
+    msgpack.unpackb(hostile, raw=False, strict_map_key=True)  # well-formed: plain msgpack (no limits) accepts it
+    with pytest.raises(ProtocolError) as err:
+        unpack_header(hostile)
+    assert err.value.code == "malformed" and limit in err.value.detail  # rejected, and by this limit
     with pytest.raises(ProtocolError):
+        p.decode([hostile])
+
+
+def test_header_size_limit_is_what_rejects_a_long_header():
+    ok, hostile = _sized_header(MAX_HEADER_BYTES), _sized_header(MAX_HEADER_BYTES + 1)
+    assert unpack_header(ok)["type"] == "heartbeat"  # exactly the limit: accepted
+    msgpack.unpackb(hostile, raw=False)  # well-formed: plain msgpack accepts it
+    with pytest.raises(ProtocolError) as err:
+        unpack_header(hostile)
+    assert err.value.code == "oversized"
+    # max_str_len / max_bin_len equal the header limit: no string can outgrow the header that holds it.
+    assert MSGPACK_LIMITS["max_str_len"] <= MAX_HEADER_BYTES and MSGPACK_LIMITS["max_bin_len"] <= MAX_HEADER_BYTES
+
+
+def test_msgpack_limits_refuse_huge_declared_lengths():
+    # An array header claiming 2**31 elements must fail fast, not allocate: the declared length is
+    # checked against max_array_len before any element is read.
+    with pytest.raises(ProtocolError) as err:
         p.decode([b"\xdd\x7f\xff\xff\xff"])
+    assert f"exceeds max_array_len({MSGPACK_LIMITS['max_array_len']})" in err.value.detail
 
 
 def test_ingress_accepts_text_and_control_maps():

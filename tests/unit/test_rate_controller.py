@@ -36,6 +36,39 @@ def test_below_the_band_halves_and_goes_low_latency():
     big = c.request(4000).target_tokens
     shrink = c.request(500)
     assert shrink.low_latency and not shrink.skip and shrink.target_tokens <= big // 2
+    # ...and no further than that: the largest ladder step that fits in half (64 -> 32, not 8).
+    assert big == LADDER[-1] and shrink.target_tokens == max(s for s in LADDER if s <= big // 2) == 32
+
+
+def test_halving_stops_at_the_bottom_of_the_ladder():
+    c = RateController(CFG)
+    c.observe(60, 2000, 20)
+    for _ in range(7):
+        c.request(4000)
+    sizes = [c.request(100).target_tokens for _ in range(8)]  # the buffer stays starved
+    assert sizes[:3] == [32, 16, 8]
+    assert sizes[3:] == [LADDER[0]] * 5  # 8 // 2 = 4 is below the ladder: stay at the first step, never 0
+    assert min(sizes) == LADDER[0] and c.current(100).target_tokens == LADDER[0] and c.current(100).low_latency
+
+
+def test_stepping_down_above_the_band_stops_at_the_bottom_of_the_ladder():
+    c = RateController(CFG)
+    c.observe(60, 2000, 20)
+    first = c.request(9000)  # overgrown from the start: already on the first step
+    assert first.skip and first.target_tokens == LADDER[0]
+    assert c.request(4000).target_tokens == LADDER[1]
+    assert c.request(9000).target_tokens == LADDER[0]  # one step down
+    c.request(100)  # ends the episode (starved: halve, still the first step)
+    again = c.request(9000)  # a new episode at the bottom: nowhere further down
+    assert again.skip and again.target_tokens == LADDER[0]
+
+
+def test_a_very_slow_engine_still_gets_the_first_step():
+    c = RateController(CFG)
+    c.observe(render_ms=20000, audio_ms=2000, tokens=20)  # 1 s per token: even 8 tokens break the budget
+    assert c.sustainable_index() == 0
+    sizes = [c.request(4000).target_tokens for _ in range(5)]
+    assert sizes == [LADDER[0]] * 5  # expansion is capped at the first step, never below it
 
 
 def test_above_the_band_skips_a_request_and_steps_down():
@@ -53,6 +86,8 @@ def test_ewma_does_not_chase_noise():
     c.observe(60, 2000, 20)
     c.observe(6000, 2000, 20)  # one outlier
     assert c.ms_per_token < 0.5 * 300  # moved toward it, far from it
+    assert c.ms_per_token > 3 * 10  # but it did move: alpha 0.3 of the outlier, 0.3 * 300 + 0.7 * 3
+    assert abs(c.ms_per_token - (0.3 * 300 + 0.7 * 3)) < 1e-9
 
 
 def test_low_latency_mode_and_disabled():

@@ -1,0 +1,321 @@
+"""Each actor class driven in-process through actors.testing.RecordingContext: the real
+handlers and the real message path (ActorContext.deliver), no child process, no peer."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from actors.dsp import BARGE_FADE_MS, fade_out
+from actors.driver import Driver
+from actors.parser import Parser
+from actors.player import Player
+from actors.stitcher import Stitcher
+from actors.testing import RecordingContext
+from actors.tts import Tts
+from clients.ports import write_private_config
+from protocol import (AudioChunk, AudioSpan, AVPacket, BargeIn, ChunkStart, ConfigUpdate, Credit, EpochAck,
+                      EpochRequest, Provenance, TextChunk, VisualMarker, frame_start_sample)
+from protocol.config import load_config
+
+SR, FPS = 22050, 25
+SPF = SR // FPS
+
+
+@pytest.fixture
+def config(tmp_path) -> dict:
+    return load_config(write_private_config(tmp_path / "c.toml", {"player": {"overlay_text": ""}}))
+
+
+def context(name: str, config: dict, epoch: int = 0) -> RecordingContext:
+    return RecordingContext(name, config, epoch=epoch)
+
+
+def tone(seconds: float, freq: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)
+    return (8000 * ramp * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def audio_chunk(seq: int, pcm: np.ndarray, final: bool = False, epoch: int = 0) -> AudioChunk:
+    return AudioChunk(epoch=epoch, utterance_id=0, sequence_id=seq, piece=0, last_piece=True, final=final,
+                      sample_rate=SR, n_samples=len(pcm), phonemes=(("a", 0, len(pcm)),), word_anchors=((0, 0),),
+                      adapter="test", pcm=pcm.tobytes())
+
+
+# -- stitcher -----------------------------------------------------------------------------------
+def test_stitcher_pins_chunks_to_frames_pays_credit_as_audio_leaves_and_drops_stale_audio(config):
+    with context("stitcher", config) as ctx:
+        stitcher = Stitcher(ctx)
+        ctx.deliver(stitcher, Credit(link="stitcher->driver", epoch=0, amount=200, unit="frames", depth=100, playing=True))
+        ctx.deliver(stitcher, audio_chunk(0, tone(0.5)))
+        ctx.deliver(stitcher, audio_chunk(1, np.zeros(0, np.int16), final=True))
+        stitcher.step()
+        spans = ctx.of_type("driver", AudioSpan)
+        assert [s.kind for s in spans] == ["speech"] and spans[0].final
+        assert spans[0].n_frames == -(-int(0.5 * SR) // SPF)  # the last partial frame is padded
+        start = spans[0].chunk_starts[0]
+        assert isinstance(start, ChunkStart) and start.start_sample == 0 and start.provenance.adapter == "test"
+        paid = sum(c.amount for c in ctx.of_type("tts", Credit) if c.amount and c.amount < stitcher.window_ms)
+        assert paid == 500  # every ms of audio that left is returned, nothing more
+        ctx.deliver(stitcher, audio_chunk(2, tone(0.2), epoch=0))
+        ctx.on_system(stitcher, BargeIn(epoch=1, reason="test"))
+        assert stitcher.buffer.size == 0 and isinstance(ctx.requests[-1], EpochAck) and ctx.requests[-1].epoch == 1
+        assert ctx.of_type("tts", Credit)[-1].amount == stitcher.window_ms and ctx.of_type("tts", Credit)[-1].epoch == 1
+        ctx.deliver(stitcher, audio_chunk(3, tone(0.2), epoch=0))  # in flight before the barge-in
+        assert ctx.events_of("stale", "drop")[-1]["chunk_id"] == 3 and stitcher.buffer.size == 0
+
+
+def test_stitcher_keeps_the_timeline_running_with_fill_and_reports_a_gap_mid_utterance(config):
+    with context("stitcher", config) as ctx:
+        stitcher = Stitcher(ctx)
+        ctx.deliver(stitcher, Credit(link="stitcher->driver", epoch=0, amount=50, unit="frames", depth=0, playing=False))
+        for _ in range(20):
+            stitcher.step()
+        fills = ctx.of_type("driver", AudioSpan)
+        lead = max(stitcher.idle_lead, stitcher.jitter_min)  # before playback the lead covers the jitter buffer
+        assert [s.kind for s in fills] == ["fill"] * lead
+        assert [s.first_frame for s in fills] == list(range(lead))  # the clock never skips a slot
+        ctx.deliver(stitcher, audio_chunk(0, tone(0.3)))  # an utterance starts, then the TTS falls behind
+        stitcher.step()
+        speech = [s for s in ctx.of_type("driver", AudioSpan) if s.kind == "speech"]
+        assert sum(s.n_frames for s in speech) == int(0.3 * SR - stitcher.overlap) // SPF  # the tail waits for a join
+        assert not ctx.events_of("stitch", "gap")
+        # The player drains what was sent (depth 0) and no next chunk has come: the held tail plays out as a gap.
+        ctx.deliver(stitcher, Credit(link="stitcher->driver", epoch=0, amount=0, unit="frames", depth=0, playing=True))
+        stitcher.step()
+        gap = ctx.events_of("stitch", "gap")
+        assert len(gap) == 1 and gap[0]["data"]["held_samples"] > 0 and stitcher.gaps == 1
+        assert ctx.of_type("driver", AudioSpan)[-1].kind == "speech"
+
+
+# -- player -------------------------------------------------------------------------------------
+def packet(frame: int, kind: str = "speech", epoch: int = 0, final: bool = False, level: int = 6000) -> AVPacket:
+    pcm = np.full(frame_start_sample(frame + 1, SR, FPS) - frame_start_sample(frame, SR, FPS), level, np.int16)
+    pixels = np.full((256, 256, 3), frame % 250, np.uint8)
+    return AVPacket(epoch=epoch, frame_index=frame, sample_rate=SR, fps=FPS, width=256, height=256, kind=kind,
+                    utterance_id=0, sequence_id=0 if kind == "speech" else -1, final=final,
+                    provenance=Provenance("test", 0) if kind == "speech" else None,
+                    pixels=pixels.tobytes(), pcm=pcm.tobytes())
+
+
+def test_player_starts_when_the_jitter_buffer_is_full_and_returns_a_credit_per_frame(config):
+    with context("player", config) as ctx:
+        player = Player(ctx)
+        for k in range(player.jitter_min - 1):
+            ctx.deliver(player, packet(k))
+        player.step()
+        assert not player.playing
+        ctx.deliver(player, packet(player.jitter_min - 1))
+        player.step()
+        assert player.playing and ctx.events_of("present")[0]["frame"] == 0
+        for tick in range(1, player.jitter_min):
+            player.present(time.monotonic(), time.monotonic())
+            player.tick += 1
+        frames = [e["frame"] for e in ctx.events_of("present")]
+        assert frames == list(range(player.jitter_min))
+        assert sum(c.amount for c in ctx.of_type("driver", Credit)) == player.jitter_min  # one per frame out
+        provenance = ctx.events_of("present")[0]["data"]["provenance"]
+        assert provenance == {"adapter": "test", "chunk_id": 0, "window_tokens": 0, "render_ms": 0.0, "epoch": 0}
+
+
+def test_player_cuts_a_barge_in_with_one_faded_frame_then_holds_and_an_empty_buffer_mid_speech_underflows(config):
+    with context("player", config) as ctx:
+        player = Player(ctx)
+        for k in range(8):
+            ctx.deliver(player, packet(k))
+        player.step()
+        ctx.on_system(player, BargeIn(epoch=1, reason="test"))
+        assert len(player.buffer) == 1 and player.fade_next  # the one old frame that carries the fade
+        assert ctx.events_of("flush")[-1]["data"]["dropped_frames"] == 6
+        assert ctx.of_type("driver", Credit)[-1].amount == player.window - 1
+        ctx.deliver(player, packet(9, epoch=0))  # stale: never presented
+        player.present(time.monotonic(), time.monotonic())
+        player.tick += 1
+        cut = ctx.events_of("present")[-1]
+        assert cut["data"]["faded"] and cut["epoch"] == 0
+        expected = fade_out(np.full(SPF, 6000, np.int16), BARGE_FADE_MS * SR // 1000)
+        assert np.sqrt(np.mean(expected.astype(float) ** 2)) == pytest.approx(cut["data"]["rms"], abs=1)
+        player.present(time.monotonic(), time.monotonic())
+        assert ctx.events_of("present")[-1]["result"] == "warn"  # an idle hold after the cut, not an underflow
+        ctx.deliver(player, packet(20, epoch=1))
+        player.present(time.monotonic(), time.monotonic())
+        player.tick += 1
+        player.present(time.monotonic(), time.monotonic())
+        assert ctx.events_of("present")[-1]["result"] == "underflow"  # speech stopped without its final frame
+
+
+def test_player_skips_queued_fill_when_speech_arrives(config):
+    with context("player", config) as ctx:
+        player = Player(ctx)
+        for k in range(player.jitter_min + 3):
+            ctx.deliver(player, packet(k, kind="fill"))
+        player.step()
+        ctx.deliver(player, packet(100))
+        assert [p.kind for p in player.buffer] == ["speech"]
+        assert ctx.events_of("skip_fill")[-1]["data"]["frames"] == player.jitter_min + 3 - 1
+
+
+# -- parser -------------------------------------------------------------------------------------
+def feed(ctx: RecordingContext, parser: Parser, *tokens: str) -> None:
+    for token in tokens:
+        parser.on_ingress([token.encode()])
+
+
+def test_parser_sends_chunks_only_against_credit_and_markers_at_once(config):
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        feed(ctx, parser, "One sentence here.", " <v:expression:smile>Two more words.", " Three is here.")
+        parser.on_ingress([b'\x81\xa4type\xa3end'])
+        parser.step()
+        assert not ctx.of_type("tts", TextChunk)  # no credit yet
+        assert [m.command for m in ctx.of_type("driver", VisualMarker)] == ["expression"]
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=0, amount=2, unit="chunks"))
+        parser.step()
+        sent = ctx.of_type("tts", TextChunk)
+        assert len(sent) == 2 and sent[0].text.strip() == "One sentence here."
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=0, amount=5, unit="chunks"))
+        parser.step()
+        texts = [c.text.strip() for c in ctx.of_type("tts", TextChunk)]
+        assert "Three is here." in texts and "smile" not in " ".join(texts)
+
+
+def test_parser_reports_bad_ingress_and_keeps_going(config):
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        parser.on_ingress([b"\xff\xfe not utf-8"])
+        parser.on_ingress([b"a", b"b"])
+        feed(ctx, parser, "Still here.")
+        assert [e["data"]["code"] for e in ctx.events_of("ingress", "error")] == ["malformed", "malformed"]
+        assert ctx.events_of("parse")[-1]["data"]["text"].strip() == "Still here."
+
+
+def test_parser_barge_in_waits_for_its_epoch_then_sends_the_new_turn_in_it(config):
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=0, amount=4, unit="chunks"))
+        feed(ctx, parser, "Old text.")
+        parser.step()
+        parser.on_ingress([b'\x81\xa4type\xa8barge_in'])
+        assert isinstance(ctx.requests[-1], EpochRequest)
+        feed(ctx, parser, "New turn.")
+        parser.step()
+        assert [c.text.strip() for c in ctx.of_type("tts", TextChunk)] == ["Old text."]  # held until the epoch
+        ctx.on_system(parser, BargeIn(epoch=1, reason="parser: ingress barge_in"))
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=1, amount=4, unit="chunks"))
+        parser.step()
+        new = ctx.of_type("tts", TextChunk)[-1]
+        assert new.text.strip() == "New turn." and new.epoch == 1
+
+
+# -- driver -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def face_config(tmp_path_factory) -> dict:
+    return load_config(write_private_config(tmp_path_factory.mktemp("driver") / "c.toml", {"driver": {"idle_motion": False}}))
+
+
+def speech_span(first_frame: int, n_frames: int, sequence_id: int, epoch: int = 0) -> AudioSpan:
+    start = frame_start_sample(first_frame, SR, FPS)
+    n = frame_start_sample(first_frame + n_frames, SR, FPS) - start
+    pcm = (8000 * np.sin(np.arange(n) / 5)).astype(np.int16)
+    chunk = ChunkStart(sequence_id, start, ((0, start), (6, start + n // 2)), Provenance("test", sequence_id, epoch=epoch))
+    return AudioSpan(epoch=epoch, first_frame=first_frame, n_frames=n_frames, sample_rate=SR, fps=FPS, kind="speech",
+                     utterance_id=0, sequence_id=sequence_id, phonemes=(("a", start, n // 2), ("o", start + n // 2, n // 2)),
+                     chunk_starts=(chunk,), provenance=chunk.provenance, pcm=pcm.tobytes())
+
+
+def test_driver_renders_against_player_credit_first_frame_alone_and_stamps_provenance(face_config):
+    with context("driver", face_config) as ctx:
+        driver = Driver(ctx)
+        ctx.deliver(driver, VisualMarker(epoch=0, utterance_id=0, sequence_id=7, command="expression", value="smile",
+                                         timestamp_offset=6.0))
+        assert driver.pending_markers  # waits for the chunk's placement
+        ctx.deliver(driver, speech_span(0, 10, sequence_id=7))
+        marker = ctx.events_of("marker")[-1]
+        assert marker["result"] == "ok" and marker["frame"] == 5  # on the word's sample, not the chunk's start
+        driver.step()
+        assert not ctx.of_type("player", AVPacket)  # no player credit yet
+        ctx.deliver(driver, Credit(link="driver->player", epoch=0, amount=6, unit="frames"))
+        for _ in range(10):
+            driver.step()
+        packets = ctx.of_type("player", AVPacket)
+        assert [p.frame_index for p in packets] == list(range(6))  # credit bounds what leaves
+        assert [e["data"]["frames"] for e in ctx.events_of("render")][:2] == [1, 1]  # first frame alone, then the ramp
+        assert packets[0].provenance.chunk_id == 7 and packets[0].provenance.frame_render_ms is not None
+        assert len(packets[0].pixels) == packets[0].width * packets[0].height * 3
+        returned = sum(c.amount for c in ctx.of_type("stitcher", Credit) if c.epoch == 0)
+        assert returned == 6  # one frame of credit back to the stitcher per frame rendered (the window comes from run())
+
+
+def test_driver_drops_a_stale_span_after_a_barge_in(face_config):
+    with context("driver", face_config) as ctx:
+        driver = Driver(ctx)
+        ctx.deliver(driver, speech_span(0, 4, sequence_id=1))
+        ctx.on_system(driver, BargeIn(epoch=1, reason="test"))
+        assert driver.queued_frames() == 0
+        ctx.deliver(driver, speech_span(4, 4, sequence_id=2, epoch=0))
+        assert driver.queued_frames() == 0 and ctx.events_of("stale", "drop")
+
+
+# -- tts ----------------------------------------------------------------------------------------
+@pytest.fixture
+def espeak_config(tmp_path) -> dict:
+    return load_config(write_private_config(tmp_path / "c.toml", {"tts": {"adapters": ["espeak"], "adapter": "espeak",
+                                                                           "fallback": ""}}))
+
+
+def step_until(tts: Tts, condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tts.step()
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def text_chunk(seq: int, text: str, final: bool = False, epoch: int = 0) -> TextChunk:
+    return TextChunk(epoch=epoch, utterance_id=0, sequence_id=seq, text=text, boundary=".", final=final)
+
+
+def test_tts_synthesises_in_order_and_sends_audio_only_against_stitcher_credit(espeak_config):
+    with context("tts", espeak_config) as ctx:
+        tts = Tts(ctx)
+        try:
+            ctx.deliver(tts, text_chunk(0, "Hello there."))
+            ctx.deliver(tts, text_chunk(1, "How are you?", final=True))
+            assert step_until(tts, lambda: len(tts.outgoing) == 2)
+            assert not ctx.of_type("stitcher", AudioChunk)  # synthesised, but no credit yet
+            ctx.deliver(tts, Credit(link="tts->stitcher", epoch=0, amount=60_000, unit="ms"))
+            assert step_until(tts, lambda: not tts.outgoing)
+            chunks = ctx.of_type("stitcher", AudioChunk)
+            assert [c.sequence_id for c in chunks] == [0, 1] and chunks[-1].final
+            assert chunks[0].phonemes and chunks[0].adapter == "espeak"
+            spent = sum(e["data"]["cost"] for e in ctx.events_of("send"))
+            assert spent <= 60_000 and spent == sum(-(-c.n_samples * 1000 // c.sample_rate) for c in chunks)
+            assert sum(c.amount for c in ctx.of_type("parser", Credit)) == 2  # a chunk of credit back per chunk sent (the window comes from run())
+        finally:
+            tts.pool.close()
+
+
+def test_tts_refuses_chunks_beyond_the_granted_window_and_a_failing_engine_is_reported(espeak_config):
+    with context("tts", espeak_config) as ctx:
+        tts = Tts(ctx)
+        try:
+            for seq in range(tts.window_chunks + 1):
+                ctx.deliver(tts, text_chunk(seq, f"Sentence number {seq}."))
+            assert ctx.events_of("receive", "error")[-1]["data"]["code"] == "credit_exceeded"
+            assert len(tts.pending) == tts.window_chunks
+            ctx.on_system(tts, ConfigUpdate(version=1, changes={"fault.adapter": "espeak", "fault.kind": "error"}))
+            ctx.on_system(tts, BargeIn(epoch=1, reason="test"))
+            assert not tts.pending
+            ctx.deliver(tts, text_chunk(10, "This one fails.", epoch=1))
+            assert step_until(tts, lambda: bool(ctx.of_type("stitcher", AudioChunk)))
+            assert ctx.events_of("synth", "error")[-1]["data"]["code"] == "engine_error"
+            sent = ctx.of_type("stitcher", AudioChunk)[-1]  # nothing to fall back to: silence, and the stream moves on
+            assert sent.sequence_id == 10 and sent.n_samples == 0 and sent.epoch == 1
+            assert ctx.events_of("synth", "ok")[-1]["data"]["samples"] == 0
+        finally:
+            tts.pool.close()
