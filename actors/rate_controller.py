@@ -1,4 +1,4 @@
-"""Adaptive rate controller (seed 001): keep the playback buffer in a comfort band.
+"""Adaptive rate controller: keep the playback buffer in a comfort band.
 
 The controlled variable is the audio buffered ahead of presentation (ms), as reported
 downstream in credit messages. Each time the TTS is about to ask the parser for more

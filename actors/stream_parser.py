@@ -1,4 +1,4 @@
-"""The stream parser's state machine (seed 000 "Stream Parser"), free of sockets.
+"""The stream parser's state machine, free of sockets (the parser actor feeds it).
 
 It consumes text one character at a time, so its output depends only on the characters
 it has seen, never on how the LLM split them into tokens (a property test holds it to

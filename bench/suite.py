@@ -84,7 +84,7 @@ def ttff(config_path: str | None, overrides, runs: int = 10, rate: float = 40.0,
     result = {
         "method": ("Feed the script as LLM-like tokens at %g tokens/s, alternating the first-fragment rule "
                    "(controller.first_fragment) between runs of one session. Origins: the arrival "
-                   "(CLOCK_MONOTONIC, parser) of the token that ends the first sentence (seed 000's TTFF) and of "
+                   "(CLOCK_MONOTONIC, parser) of the token that ends the first sentence (the specification's TTFF) and of "
                    "the first token. 'generated' = the driver emitting the utterance's first speech frame; "
                    "'presented' = the player presenting it. Floor, measured between pipeline runs: in-process "
                    "synthesis of the same first fragment with the same engine and voice plus one render." % rate),
@@ -383,7 +383,7 @@ def markdown_table(results: dict) -> str:
         s, c = t.get("sentence", {}), t.get("clause", {})
         if s:
             rows.append(f"| TTFF, sentence rule: first frame generated after the first sentence-ending token "
-                        f"(seed's definition), median / p95 | {s['generated_ms']['median']} / {s['generated_ms']['p95']} ms "
+                        f"(the specification's definition), median / p95 | {s['generated_ms']['median']} / {s['generated_ms']['p95']} ms "
                         f"| floor {s['floor_ms']['median']} ms (Piper on the same sentence + one render) "
                         f"| {s['ratio_generated_to_floor']} x floor (target <= 1.3; seed <= 500 ms) |")
             rows.append(f"| TTFF, sentence rule: first frame presented | {s['presented_ms']['median']} / "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import zmq
@@ -20,10 +21,11 @@ class AVCollector:
         self.packets: list[AVPacket] = []
         self._idle_pixels = idle_pixels
         self._stop = threading.Event()
-        self._first = threading.Event()
+        self._arrived = threading.Condition()
         self._ctx = zmq.Context()
         self._sock = make_socket(self._ctx, zmq.SUB, hwm=1_000_000, linger_ms=0)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._sock.connect(endpoint)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -35,17 +37,37 @@ class AVCollector:
                 if isinstance(msg, AVPacket):
                     if not self._idle_pixels and msg.kind != "speech":
                         msg = AVPacket(**{**msg.__dict__, "pixels": b""})
-                    self.packets.append(msg)
-                    self._first.set()
+                    with self._arrived:
+                        self.packets.append(msg)
+                        self._arrived.notify_all()
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once a packet arrived: the player presents every tick, idle or not, so the
-        subscription is live from then on."""
-        return self._first.wait(timeout)
+        """True once the player's PUB socket has accepted our connection (the ZMTP handshake is
+        done, our subscription follows at once), or a packet has arrived."""
+        if self.packets or self._monitor.poll(int(timeout * 1000)):
+            return True
+        return bool(self.packets)
+
+    def wait_for(self, predicate, timeout: float) -> AVPacket | None:
+        """The first captured packet matching ``predicate``, waiting up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        index = 0
+        with self._arrived:
+            while True:
+                for packet in self.packets[index:]:
+                    if predicate(packet):
+                        return packet
+                index = len(self.packets)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._arrived.wait(min(remaining, 0.2))
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        self._sock.disable_monitor()
+        self._monitor.close()
         self._sock.close()
         self._ctx.term()
 

@@ -45,7 +45,9 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
             session.control.call("barge_in", reason="bench")
         acked = session.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "barge_in"
                                           and e["epoch"] > old_epoch and "all_acknowledged_ms" in e["data"], 10, start)
-        time.sleep(0.15)  # let the last old frame (if any) be presented
+        # The player presents in order: once a tick of the new epoch is out, every old frame is too.
+        session.timeline.wait_for(lambda e: e["actor"] == "player" and e["stage"] == "present"
+                                  and e["epoch"] > old_epoch, 5, start)
         events = session.timeline.events[start:]
         presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present"]
         old_audio = [audio_end_ns(e) for e in presents if e["epoch"] <= old_epoch and e["data"].get("rms", 0) > 0]

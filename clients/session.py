@@ -137,7 +137,8 @@ class Session:
             else:
                 code = self.proc.returncode
         if self.timeline is not None:
-            time.sleep(0.2)
+            if code is not None:  # the supervisor's last word: every actor's events came before it
+                self.timeline.wait_for(lambda e: e["stage"] == "supervisor_stopped", 2)
             self.timeline.close()
         if self._log_file:
             self._log_file.close()

@@ -24,7 +24,7 @@ class TimelineRecorder:
         self.keep = keep
         self.errors = 0
         self._drained = 0
-        self._jsonl = open(jsonl, "a", encoding="utf-8") if jsonl else None
+        self._jsonl = open(jsonl, "a", encoding="utf-8", buffering=1) if jsonl else None  # a line at a time: tail -f works
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._connected = threading.Event()

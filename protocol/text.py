@@ -1,4 +1,4 @@
-"""Text family: what the parser emits (seed 000's stream-parser data contracts)."""
+"""Text family: what the parser emits: speakable chunks and the markers cut out of them."""
 
 from __future__ import annotations
 

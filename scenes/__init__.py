@@ -1,6 +1,7 @@
-"""Scenes: behavioural probes that assert the shape of a whole session (seed 001).
+"""Scenes: behavioural probes that assert the shape of a whole session.
 
 The seven scenes (Breathing Room, Long Read, Mid-Stream Swap, Barge-In, Throttle & Recover,
-Persona Script, Cold Start) and `personas scenes run` are tracked by the "truthful surface"
-issue; until they land, the end-to-end tests under tests/e2e/ are the behavioural gates.
+Persona Script, Cold Start) each drive a real system and record checks of shapes (no
+underflow, converging sizes, flat memory), not single magic numbers. `personas scenes run`
+runs them; `make test` runs each in quick mode (tests/e2e/test_scenes.py).
 """

@@ -58,8 +58,9 @@ class Scene:
                                env={"TMPDIR": str(self.tmp)})
         self.session.start()
         self.capture = AVCollector(self.session.endpoints["av_out"], idle_pixels=False)
+        if not self.capture.wait_connected(10):
+            raise RuntimeError("the player's av_out did not accept the capture's connection")
         self.resources = ResourceSampler(self.session)
-        time.sleep(0.3)
         return self.session
 
     def stop(self) -> None:

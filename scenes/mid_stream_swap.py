@@ -4,7 +4,10 @@ is the same request on both engines, loudness matches across the join."""
 
 from __future__ import annotations
 
+import json
 import time
+
+from actors.adapters import load_voice, make_adapter
 
 from .harness import Scene
 from .texts import STORY
@@ -42,8 +45,25 @@ def run(scene: Scene) -> None:
                 [b["overlap"] for _, b in joins], f"0 < overlap <= {frame} samples")
     ratios = [round(b["loudness"] / a["loudness"], 2) for a, b in joins if a["loudness"]]
     scene.check("loudness matched across the join", bool(ratios) and all(0.7 < r < 1.4 for r in ratios), ratios, "0.7..1.4")
+    # One schema for the whole utterance, on both engines: every synth event names "joe", the TTS holds
+    # "joe", and each engine's live projection is what its adapter makes of joe.json -- not of another
+    # schema (brisk projects to other knobs on both engines, so a wrong schema shows here).
     voices = {e["data"].get("voice") for e in synth}
-    projections = {name: d.get("projection") for name, d in (adapters or {}).get("adapters", {}).items()}
-    scene.check("voice schema preserved", voices == {"joe"} and all(projections.values()),
-                {"voices": sorted(voices), "projections": projections}, "one schema, projected by every engine")
+    engines_on = {e["data"].get("adapter") for e in synth}
+    reply = adapters or {}
+    projections = {name: _plain(d.get("projection")) for name, d in reply.get("adapters", {}).items()}
+    expected = {name: _plain(make_adapter(name, session.config).project(load_voice("joe"))) for name in projections}
+    other = {name: _plain(make_adapter(name, session.config).project(load_voice("brisk"))) for name in projections}
+    scene.check("voice schema preserved",
+                voices == {"joe"} and (reply.get("voice") or {}).get("name") == "joe"
+                and {first, second} <= engines_on <= set(projections)
+                and projections == expected and all(expected[n] != other[n] for n in expected),
+                {"voices": sorted(voices), "tts_voice": (reply.get("voice") or {}).get("name"),
+                 "engines": sorted(engines_on), "projections": projections},
+                "every chunk in joe; each engine's projection == its adapter's projection of joe.json")
     scene.check("no underflow", not scene.of("player", "present", "underflow"), len(scene.of("player", "present", "underflow")), "0")
+
+
+def _plain(value):
+    """JSON-shaped (tuples from msgpack and lists from the adapter compare equal)."""
+    return json.loads(json.dumps(value))

@@ -55,5 +55,14 @@ def run(scene: Scene) -> None:
                 f"{min(during) if during else None} -> {max(recovered) if recovered else None} tokens", "larger again")
     underflows = [e for e in scene.of("player", "present", "underflow") if t0 <= e["ts_ns"] <= end]
     scene.check("no audible hiccup", not underflows, len(underflows), "0 underflows")
+    # A gap is the stitcher inserting silence mid-utterance because the next chunk was late
+    # (keep_lead): an audible pause even when the player never underflows. The controller's job is
+    # to react while the buffer still holds >= comfort_low_ms of audio, long before it runs dry, so
+    # the whole slowdown and recovery must pass without one. (Counted, as before, from 5 s after the
+    # first speech frame to the end of the recovery window.)
     gaps = [e for e in scene.of("stitcher", "stitch", "gap") if t0 + 5e9 <= e["ts_ns"] <= end]
     scene.notes["gaps"] = len(gaps)
+    scene.check("no gap mid-utterance", not gaps,
+                {"gaps": len(gaps), "first": [{"frame": e["frame"], "at_s": round((e["ts_ns"] - t0) / 1e9, 1)}
+                                              for e in gaps[:5]]} if gaps else 0,
+                "0 stitcher gaps from 5 s in to the end of the recovery")

@@ -1,4 +1,4 @@
-"""The arbiter: launches the five actors, watches them, restarts them, stops them.
+"""The arbiter: launches the five actors and the web gateway, watches them, restarts them, stops them.
 
 Sockets it binds (endpoints from the config):
 
@@ -305,6 +305,8 @@ class Arbiter:
         for watcher in self.watchers.values():
             if watcher.state != "failed":
                 watcher.state = "stopped"
+        # The last event of every timeline: all actors have exited, so nothing of theirs follows.
+        self._emit("supervisor_stopped", data={"reason": self.stop_reason or "stop", "exit_code": self.exit_code})
         time.sleep(0.05)  # let the last timeline events through the proxy
         self._proxy_control.send(b"TERMINATE")
         self._proxy.join(2)

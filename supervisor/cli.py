@@ -27,7 +27,7 @@ def main() -> None:
     pass
 
 
-@main.command(help="Start the five actors in the foreground; Ctrl-C or `down` stops them.")
+@main.command(help="Start the five actors (and the web gateway) in the foreground; Ctrl-C or `down` stops them.")
 @OPTION_CONFIG
 @OPTION_SET
 @click.option("--record", type=click.Path(dir_okay=False), help="record presented A/V to this MP4 (H.264 + AAC)")

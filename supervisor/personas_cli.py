@@ -158,7 +158,7 @@ def replay(timeline, out) -> None:
 main.add_command(supervisor_cli.barge_in)
 
 
-@main.group(help="Behavioural scenes (seed 001): each writes scenes/_artifacts/<scene>/ and a verdict.")
+@main.group(help="Behavioural scenes: each writes scenes/_artifacts/<scene>/ and a verdict.")
 def scenes() -> None:
     pass
 
@@ -184,67 +184,43 @@ def bench() -> None:
     pass
 
 
-@bench.command("ttff", help="Time to first frame from the first sentence-ending token, vs the floor.")
-@click.option("--runs", default=10, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results here")
-@OPTION_CONFIG
-@OPTION_SET
-def bench_ttff(runs, json_path, config_path, overrides) -> None:
-    from bench.suite import ttff
-
-    save_bench(json_path, "ttff", ttff(config_path, overrides, runs=runs, echo=click.echo))
-
-
-
-
-@bench.command("bargein", help="Barge-in at random points: time to the last old audio sample, vs the next frame boundary.")
-@click.option("--points", default=50, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="add the results to this JSON file")
-@OPTION_CONFIG
-@OPTION_SET
-def bench_bargein(points, json_path, config_path, overrides) -> None:
-    from bench.suite import bargein
-
-    save_bench(json_path, "bargein", bargein(config_path, overrides, points=points, echo=click.echo))
+#: Each benchmark: its help line, its own options with their defaults, and whether it starts a
+#: system (then it takes --config/--set too). All write their figures under their name in --json.
+BENCHMARKS = {
+    "ttff": ("Time to first frame from the first sentence-ending token, vs the floor.", {"runs": 10}, True),
+    "bargein": ("Barge-in at random points: time to the last old audio sample, vs the next frame boundary.",
+                {"points": 50}, True),
+    "sync": ("A/V skew and presentation lateness, idle and with both cores loaded.", {}, True),
+    "sustained": ("Minutes of narration at 25 fps: CPU, underflows, RSS slope, vs idle.", {"seconds": 300}, True),
+    "hop": ("One frame between two processes over ZeroMQ, vs a memory copy.", {}, False),
+    "baseline": ("The naive approach (wait, synthesise all, render all) vs streaming.", {}, True),
+}
 
 
-@bench.command("sync", help="A/V skew and presentation lateness, idle and with both cores loaded.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-@OPTION_CONFIG
-@OPTION_SET
-def bench_sync(json_path, config_path, overrides) -> None:
-    from bench.suite import sync
+def run_benchmark(name: str, config_path: str | None = None, overrides: tuple = (), **options) -> dict:
+    from bench import suite
 
-    save_bench(json_path, "sync", sync(config_path, overrides, echo=click.echo))
-
-
-@bench.command("sustained", help="Minutes of narration at 25 fps: CPU, underflows, RSS slope, vs idle.")
-@click.option("--seconds", default=300, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-@OPTION_CONFIG
-@OPTION_SET
-def bench_sustained(seconds, json_path, config_path, overrides) -> None:
-    from bench.suite import sustained
-
-    save_bench(json_path, "sustained", sustained(config_path, overrides, seconds=seconds, echo=click.echo))
+    run = getattr(suite, name)
+    if BENCHMARKS[name][2]:
+        return run(config_path, overrides, echo=click.echo, **options)
+    return run(echo=click.echo, **options)
 
 
-@bench.command("hop", help="One frame between two processes over ZeroMQ, vs a memory copy.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def bench_hop(json_path) -> None:
-    from bench.suite import hop
+def _add_benchmark(name: str, summary: str, defaults: dict, starts_system: bool) -> None:
+    def command(json_path, config_path=None, overrides=(), **options) -> None:
+        save_bench(json_path, name, run_benchmark(name, config_path, overrides, **options))
 
-    save_bench(json_path, "hop", hop(echo=click.echo))
+    for option, default in defaults.items():
+        command = click.option(f"--{option}", default=default, show_default=True)(command)
+    if starts_system:
+        command = OPTION_SET(OPTION_CONFIG(command))
+    command = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                           help="add the results to this JSON file")(command)
+    bench.command(name, help=summary)(command)
 
 
-@bench.command("baseline", help="The naive approach (wait, synthesise all, render all) vs streaming.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-@OPTION_CONFIG
-@OPTION_SET
-def bench_baseline(json_path, config_path, overrides) -> None:
-    from bench.suite import baseline
-
-    save_bench(json_path, "baseline", baseline(config_path, overrides, echo=click.echo))
+for _name, (_summary, _defaults, _starts_system) in BENCHMARKS.items():
+    _add_benchmark(_name, _summary, _defaults, _starts_system)
 
 
 @bench.command("all", help="Every benchmark, into one JSON file (then `personas bench table`).")
@@ -253,17 +229,10 @@ def bench_baseline(json_path, config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def bench_all(json_path, seconds, config_path, overrides) -> None:
-    from bench import suite as b
-
-    runs = {"ttff": lambda: b.ttff(config_path, overrides, runs=10, echo=click.echo),
-            "sync": lambda: b.sync(config_path, overrides, echo=click.echo),
-            "bargein": lambda: b.bargein(config_path, overrides, points=50, echo=click.echo),
-            "sustained": lambda: b.sustained(config_path, overrides, seconds=seconds, echo=click.echo),
-            "hop": lambda: b.hop(echo=click.echo),
-            "baseline": lambda: b.baseline(config_path, overrides, echo=click.echo)}
-    for name, run in runs.items():
+    for name in ("ttff", "sync", "bargein", "sustained", "hop", "baseline"):
         click.echo(f"\n== bench {name} ==")
-        save_bench(json_path, name, run())
+        options = {**BENCHMARKS[name][1], **({"seconds": seconds} if name == "sustained" else {})}
+        save_bench(json_path, name, run_benchmark(name, config_path, overrides, **options))
 
 
 @bench.command("table", help="The performance table (markdown) from a bench JSON; --readme rewrites README's.")

@@ -45,7 +45,7 @@ class TTSAdapter(ABC):
 
     @abstractmethod
     def describe(self) -> dict:
-        """The capability descriptor the orchestrator negotiates from (seed 001)."""
+        """The capability descriptor the orchestrator negotiates from."""
 
     @abstractmethod
     def load(self) -> None:

@@ -1,4 +1,4 @@
-"""The voice schema (seed 001): ``{timbre, prosody, accent, emotion_priors, pace}``.
+"""The voice schema: ``{timbre, prosody, accent, emotion_priors, pace}``.
 
 A voice is a schema, not an engine index. Each adapter projects it onto its own knobs
 (``TTSAdapter.project``); the request stays the same whichever engine serves it.

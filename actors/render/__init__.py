@@ -1,4 +1,4 @@
-"""The driver's rendering core: persona, motion, renderer, and the seed's generate_frames.
+"""The driver's rendering core: persona, motion, renderer, and the async generate_frames.
 
 ``FaceDriver.generate_frames(audio_buffer, visual_state)`` is the async interface seed
 000 asks for; the driver actor uses the same object's synchronous ``render_frames``
@@ -97,7 +97,7 @@ class FaceDriver:
 
     async def generate_frames(self, audio_buffer: AudioBuffer, visual_state: VisualState,
                               batch: int = 8) -> AsyncGenerator[np.ndarray, None]:
-        """Seed 000's interface: yield one RGB HxWx3 uint8 frame per frame of audio.
+        """The driver's async interface: yield one RGB HxWx3 uint8 frame per frame of audio.
 
         Rendering runs in a worker thread per batch so the event loop stays free.
         """

@@ -1,4 +1,4 @@
-"""PersonaPack: the identity the driver animates (seed 002's builder, in small).
+"""PersonaPack: the identity the driver animates (a small builder: crop, landmarks, embedding).
 
 Built once from a portrait -- QC, face detection, 68-point landmarks, a canonical
 square crop, a 128-d identity embedding -- and cached as an ``.npz`` keyed by the

@@ -213,23 +213,42 @@ def motion_params():
 
 
 # -- field construction (numpy, once) ------------------------------------------------------------
-def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(N_PARAMS, H, W, 2) backward displacement fields in pixels, one per parameter (= 1)."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    face = lm[16, 0] - lm[0, 0]
-    fields = np.zeros((N_PARAMS, height, width, 2), np.float64)
-    rbf = lambda centers, disps, sigma: _rbf(xs, ys, np.asarray(centers, float), np.asarray(disps, float), sigma)
-    still = lambda idx: [(lm[i], (0.0, 0.0)) for i in idx]
-    contour, nose, eyes, brows = range(0, 17), range(27, 36), range(36, 48), range(17, 27)
+CONTOUR, BROWS, NOSE, EYES = range(0, 17), range(17, 27), range(27, 36), range(36, 48)
 
-    def moved(pairs, sigma, anchors=()):
+
+class _Fields:
+    """The pixel grid, the landmarks and the face width the displacement fields are drawn on."""
+
+    def __init__(self, lm: np.ndarray, width: int, height: int):
+        self.lm = lm
+        self.ys, self.xs = np.mgrid[0:height, 0:width].astype(np.float64)
+        self.face = lm[16, 0] - lm[0, 0]
+
+    def still(self, idx) -> list:
+        return [(self.lm[i], (0.0, 0.0)) for i in idx]
+
+    def moved(self, pairs, sigma, anchors=()) -> np.ndarray:
         """Control points placed at their destination, plus zero-motion anchors."""
         centers = [np.asarray(p) + np.asarray(d) for p, d in pairs] + [a for a, _ in anchors]
         disps = [d for _, d in pairs] + [d for _, d in anchors]
-        return rbf(centers, disps, sigma)
+        return _rbf(self.xs, self.ys, np.asarray(centers, float), np.asarray(disps, float), sigma)
 
-    # Jaw: a step at the teeth line inside the mouth (the cavity opens there), a smooth
-    # stretch beside it, fading below the chin and towards the jaw angles.
+
+def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N_PARAMS, H, W, 2) backward displacement fields in pixels, one per parameter (= 1)."""
+    g = _Fields(lm, width, height)
+    fields = np.zeros((N_PARAMS, height, width, 2), np.float64)
+    fields[P["jaw"], ..., 1] = _jaw_field(g)
+    _mouth_fields(g, fields)
+    _brow_and_eye_fields(g, fields)
+    _pose_fields(g, fields)
+    return fields.astype(np.float32)
+
+
+def _jaw_field(g: _Fields) -> np.ndarray:
+    """A step at the teeth line inside the mouth (the cavity opens there), a smooth stretch
+    beside it, fading below the chin and towards the jaw angles (vertical pixels)."""
+    lm, xs, ys, face = g.lm, g.xs, g.ys, g.face
     meet = (lm[62] + lm[66]) / 2
     half = (lm[64, 0] - lm[60, 0]) / 2 * 1.05
     xc = (lm[60, 0] + lm[64, 0]) / 2
@@ -242,10 +261,13 @@ def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
     smooth = _smoothstep((ys - (meet[1] - r)) / (2 * r))
     below_chin = np.where(ys > lm[8, 1], np.exp(-(((ys - lm[8, 1]) / (0.18 * face)) ** 2)), 1.0)
     across = np.exp(-(((xs - xc) / (0.42 * face)) ** 2))
-    fields[P["jaw"], ..., 1] = JAW_OPEN * face * (inside * step + (1 - inside) * smooth) * below_chin * across
+    return JAW_OPEN * face * (inside * step + (1 - inside) * smooth) * below_chin * across
 
+
+def _mouth_fields(g: _Fields, fields: np.ndarray) -> None:
+    lm, face, moved, still = g.lm, g.face, g.moved, g.still
     w, s = 0.05 * face, 0.07 * face
-    anchors = still([8, 30, 31, 33, 35, 3, 13]) + still(eyes)
+    anchors = still([8, 30, 31, 33, 35, 3, 13]) + still(EYES)
     fields[P["lip_wide"]] = moved([(lm[i], (-w, -0.005 * face)) for i in (48, 60)] + [(lm[i], (w, -0.005 * face)) for i in (54, 64)]
                                   + [(lm[i], (-w / 2, 0)) for i in (49, 59)] + [(lm[i], (w / 2, 0)) for i in (53, 55)], s, anchors)
     rd = 0.06 * face
@@ -255,28 +277,35 @@ def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
     fields[P["lip_press"]] = moved([(lm[i], (0, gap * 0.35)) for i in (49, 50, 51, 52, 53, 61, 62, 63)]
                                    + [(lm[i], (0, -gap * 0.35)) for i in (55, 56, 57, 58, 59, 65, 66, 67)], 0.045 * face, anchors)
     cheek_l, cheek_r = (lm[1] + lm[48]) / 2 + (0.05 * face, -0.05 * face), (lm[15] + lm[54]) / 2 + (-0.05 * face, -0.05 * face)
-    face_still = still(contour) + still(nose) + still(brows)
+    face_still = still(CONTOUR) + still(NOSE) + still(BROWS)
     fields[P["smile"]] = moved([(lm[i], (-0.045 * face, -0.075 * face)) for i in (48, 60)] + [(lm[i], (0.045 * face, -0.075 * face)) for i in (54, 64)]
                                + [(cheek_l, (0, -0.04 * face)), (cheek_r, (0, -0.04 * face))]
                                + [(lm[i], (0, -0.015 * face)) for i in (40, 41, 46, 47)], 0.08 * face, face_still)
     fields[P["frown"]] = moved([(lm[i], (0, 0.04 * face)) for i in (48, 60, 54, 64)] + [(lm[57], (0, -0.01 * face))],
                                0.07 * face, face_still)
-    eye_still = still(eyes) + still(nose)
-    fields[P["brows_up"]] = moved([(lm[i], (0, -0.05 * face)) for i in brows]
+
+
+def _brow_and_eye_fields(g: _Fields, fields: np.ndarray) -> None:
+    lm, face, moved, still = g.lm, g.face, g.moved, g.still
+    eye_still = still(EYES) + still(NOSE)
+    fields[P["brows_up"]] = moved([(lm[i], (0, -0.05 * face)) for i in BROWS]
                                   + [(lm[i], (0, -0.01 * face)) for i in (37, 38, 43, 44)], 0.06 * face,
-                                  still([36, 39, 42, 45, 40, 41, 46, 47]) + still(nose))
+                                  still([36, 39, 42, 45, 40, 41, 46, 47]) + still(NOSE))
     fields[P["brows_down"]] = moved([(lm[i], (0.02 * face, 0.035 * face)) for i in (20, 21)] + [(lm[i], (-0.02 * face, 0.035 * face)) for i in (22, 23)]
                                     + [(lm[i], (0, 0.01 * face)) for i in (17, 18, 19, 24, 25, 26)], 0.05 * face, eye_still)
     fields[P["brows_inner_up"]] = moved([(lm[i], (0, -0.045 * face)) for i in (20, 21, 22, 23)], 0.05 * face,
                                         eye_still + still([17, 26]))
     # Blink: the lid itself is painted (a warp cannot occlude); the skin above just sags a little.
     fields[P["blink"]] = moved([(lm[i], (0, 0.015 * face)) for i in (19, 24)], 0.05 * face,
-                               still([17, 21, 22, 26]) + still(eyes) + still(nose))
+                               still([17, 21, 22, 26]) + still(EYES) + still(NOSE))
     fields[P["eye_wide"]] = moved([(lm[i], (0, -0.015 * face)) for i in (37, 38, 43, 44)] + [(lm[i], (0, 0.008 * face)) for i in (40, 41, 46, 47)],
-                                  0.035 * face, still(brows) + still([36, 39, 42, 45]))
+                                  0.035 * face, still(BROWS) + still([36, 39, 42, 45]))
 
-    # Head pose and breathing: whole-head motion under a soft mask, the nose moving a
-    # little more than the cheeks for a hint of parallax. Units: per degree / per unit.
+
+def _pose_fields(g: _Fields, fields: np.ndarray) -> None:
+    """Head pose and breathing: whole-head motion under a soft mask, the nose moving a little
+    more than the cheeks for a hint of parallax. Units: per degree / per unit."""
+    lm, xs, ys, face = g.lm, g.xs, g.ys, g.face
     centre = lm[:, :].mean(axis=0)
     head = np.exp(-((xs - centre[0]) ** 2 / (2 * (0.6 * face) ** 2) + (ys - centre[1]) ** 2 / (2 * (0.8 * face) ** 2)))
     nose_tip = np.exp(-((xs - lm[30, 0]) ** 2 + (ys - lm[30, 1]) ** 2) / (2 * (0.15 * face) ** 2))
@@ -288,7 +317,6 @@ def build_fields(lm: np.ndarray, width: int, height: int) -> np.ndarray:
     fields[P["roll"], ..., 1] = rad * (xs - pivot[0]) * head
     body = np.exp(-((xs - centre[0]) ** 2 / (2 * (1.2 * face) ** 2) + (ys - centre[1] - 0.5 * face) ** 2 / (2 * (1.5 * face) ** 2)))
     fields[P["breath"], ..., 1] = 0.008 * face * body
-    return fields.astype(np.float32)
 
 
 def _rbf(xs, ys, centers, disps, sigma):

@@ -22,10 +22,10 @@ def test_barge_in_at_random_points_leaves_nothing_stale(tmp_path):
     config = write_private_config(tmp_path / "c.toml")
     with Session(str(config), log=tmp_path / "s.log") as session:
         collector = AVCollector(session.endpoints["av_out"])
-        time.sleep(0.3)
+        assert collector.wait_connected(10)
         records = interrupt_at_random_points(session, points=6, seed=11)
         final = session.say_and_wait("And now I can finish a whole sentence without being interrupted.")
-        time.sleep(0.3)
+        assert collector.wait_for(lambda p: p.final and p.utterance_id == final["utterance_id"], 10)
         collector.close()
         events = session.timeline.events
 

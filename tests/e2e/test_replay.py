@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from actors.dsp import BARGE_FADE_MS
 from clients.replay import replay
 from clients.session import Session
 from clients.ports import write_private_config
@@ -25,17 +26,17 @@ def test_replay_regenerates_the_session_exactly(tmp_path, artifacts):
     original = artifacts / "replay_source.mp4"
     with Session(str(config), record=str(original), timeline_jsonl=timeline, log=tmp_path / "s.log") as session:
         collector = AVCollector(session.endpoints["av_out"])
-        time.sleep(0.3)
+        assert collector.wait_connected(10)
         session.say_and_wait("Hello there, <v:expression:smile>this is a session worth replaying. It has a marker.")
         session.control.call("config_set", changes={"voice.persona": "joe"})  # zero-noise mode too
         start = len(session.timeline.events)
         session.say("Now the calmer voice speaks for a while, and then I will be interrupted by you.", rate=0)
         session.timeline.wait_for(lambda e: e["stage"] == "present" and e["data"].get("kind") == "speech"
                                   and e["utterance_id"] == 1, 30, start)
-        time.sleep(0.8)
+        time.sleep(0.8)  # the scenario: interrupted 0.8 s into speaking
         session.control.call("barge_in", reason="test")
-        session.say_and_wait("After the interruption, <v:pose_yaw:6>I finish the story.")
-        time.sleep(0.5)
+        done = session.say_and_wait("After the interruption, <v:pose_yaw:6>I finish the story.")
+        assert collector.wait_for(lambda p: p.final and p.utterance_id == done["utterance_id"], 10)
         collector.close()
 
     result = replay(timeline, artifacts / "replay.mp4", keep_images=True)
@@ -46,6 +47,34 @@ def test_replay_regenerates_the_session_exactly(tmp_path, artifacts):
     packets = collector.packets
     tick_of = {(e["epoch"], e["frame"]): i for i, e in enumerate(events) if e["data"]["kind"] != "hold"}
     assert len(packets) > 100 and result.ticks == len(events)
+    # Tick by tick, in order: the live present events are ticks 0, 1, 2, ... and the sink got exactly
+    # their non-hold ticks, one packet each, in that order, with that tick's frame (epoch, index) and kind
+    # (the collector joins late and leaves early: a contiguous run of them, nothing dropped or reordered).
+    assert [e["data"]["tick"] for e in events] == list(range(len(events)))
+    shown = [(e["epoch"], e["frame"], e["data"]["kind"]) for e in events if e["data"]["kind"] != "hold"]
+    got = [(packet.epoch, packet.frame_index, packet.kind) for packet in packets]
+    joined = shown.index(got[0])
+    assert shown[joined:joined + len(got)] == got, "the sink's packets are not the present events' frames in order"
+    # The replay's tick t is the live tick t: its audio has the loudness the player measured on what it
+    # presented at t (every tick, also those no packet shows: holds, before the collector joined, after
+    # it left), a hold is silence under the frozen last frame, and a faded tick is the cut frame: speech,
+    # silent after BARGE_FADE_MS.
+    sr = int(session.config["media"]["sample_rate"])
+    fade = BARGE_FADE_MS * sr // 1000
+    for tick, e in enumerate(events):
+        pcm, kind = result.pcm[tick], e["data"]["kind"]
+        rms = int(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0
+        assert rms == e["data"]["rms"], f"tick {tick} ({kind}, epoch {e['epoch']} frame {e['frame']}): rms {rms}"
+        if kind == "hold":
+            assert not pcm.any() and (tick == 0 or np.array_equal(result.images[tick], result.images[tick - 1]))
+        if e["data"]["faded"]:
+            assert kind == "speech" and not pcm[fade:].any(), f"tick {tick} is not faded out in the replay"
+    cuts = [e for e in session.timeline.events if e["actor"] == "player" and e["stage"] == "flush"
+            and e["data"].get("fade_frame")]
+    faded = [e["data"]["tick"] for e in events if e["data"]["faded"]]
+    # The barge-in cuts one speaking frame -- unless the player's buffer held no speech at that
+    # instant (a starved, loaded machine), and then no tick may claim to be faded either.
+    assert len(cuts) <= 1 and len(faded) == len(cuts), (cuts, faded)
     speech = 0
     for packet in packets:  # every packet the sink got, against the replay's tick for it
         tick = tick_of[(packet.epoch, packet.frame_index)]
@@ -75,10 +104,10 @@ def test_a_failed_chunk_is_retried_on_its_seeded_engine_and_joins_without_a_seam
     timeline = tmp_path / "t.jsonl"
     with Session(str(config), timeline_jsonl=timeline, log=tmp_path / "s.log") as session:
         collector = AVCollector(session.endpoints["av_out"])
-        time.sleep(0.3)
+        assert collector.wait_connected(10)
         session.control.call("config_set", changes={"fault.adapter": "piper", "fault.kind": "error_once"})
-        session.say_and_wait("This sentence fails once. The retry speaks it exactly as it would have been.")
-        time.sleep(0.3)
+        done = session.say_and_wait("This sentence fails once. The retry speaks it exactly as it would have been.")
+        assert collector.wait_for(lambda p: p.final and p.utterance_id == done["utterance_id"], 10)
         collector.close()
         events = session.timeline.events
     assert [e for e in events if e["stage"] == "synth" and e["result"] == "error"]

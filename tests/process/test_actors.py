@@ -100,7 +100,7 @@ def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_with_a_short_fa
     config = write_private_config(tmp_path / "c.toml", {"media": {"width": 32, "height": 32}, "player": {"overlay_text": ""}})
     with ActorHarness("player", config) as h:
         collector = AVCollector(h.endpoints["av_out"])
-        time.sleep(0.3)
+        assert collector.wait_connected(10)
         for k in range(4):
             h.send(packet(k, 0))
         h.pump(0.4)

@@ -1,4 +1,4 @@
-"""The driver's rendering core, through the seed's async generate_frames interface."""
+"""The driver's rendering core, through its async generate_frames interface."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The adaptive rate controller's shape (seed 001): halve below the band, skip above it,
+"""The adaptive rate controller's shape: halve below the band, skip above it,
 expand inside it up to what the engine sustains."""
 
 from actors.rate_controller import LADDER, RateController
