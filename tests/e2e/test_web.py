@@ -131,7 +131,9 @@ def test_audio_wav_is_one_header_then_growing_pcm(live):
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while len(received) < 44 and time.monotonic() < deadline:  # the gateway sends the RIFF header at once
+        time.sleep(0.05)
     sizes = [len(received)]
     post(base + "/say", {"text": "This sentence reaches you as a growing WAV stream."})
     for _ in range(6):
