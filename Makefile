@@ -16,7 +16,7 @@ all: venv
 # System packages the tests need (Debian): libzmq for the C client, the espeak-ng engine,
 # Chromium for the browser test (Playwright drives the system browser: no download).
 # As root the missing ones are installed; otherwise one line says what to run.
-DEBS := gcc make libzmq3-dev pkg-config espeak-ng chromium
+DEBS := gcc make python3-venv libzmq3-dev pkg-config espeak-ng chromium
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -24,7 +24,7 @@ deps:
 	export DEBIAN_FRONTEND=noninteractive; \
 	apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
@@ -38,7 +38,7 @@ $(CLIENT): tests/clients/feed_tokens.c | deps
 # The three tiers: in-process (no child process, < 60 s), one actor on real sockets, the real supervisor.
 test: test-unit test-process test-e2e
 
-test-unit: venv
+test-unit: deps venv
 	$(PYTEST) tests/unit
 
 test-process: deps venv

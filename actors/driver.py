@@ -21,7 +21,7 @@ import numpy as np
 from protocol import AudioSpan, AVPacket, ChunkStart, Credit, Provenance, VisualMarker, frame_start_sample
 
 from .render import FaceDriver, MarkerError, frame_rms
-from .runtime import ActorContext, CreditLedger
+from .runtime import ActorContext, CreditLedger, grants_descriptor
 
 NAME = "driver"
 MAX_PENDING_MARKERS = 256
@@ -38,7 +38,7 @@ class Driver:
         self.face = face or FaceDriver(ctx.config)
         self.face.warmup(tuple(sorted({1, 2, 4, self.max_batch})))
         self.sr, self.fps = self.face.sample_rate, self.face.fps
-        self.player_credit = CreditLedger("driver->player", "frames")
+        self.player_credit = CreditLedger(NAME, "player")
         self.spans: deque[AudioSpan] = deque()  # bounded: the stitcher never exceeds the window we grant
         self.rendered_in_head = 0
         self.chunk_starts: list[tuple[int, int, Provenance]] = []  # (start sample, sequence_id, provenance), sorted
@@ -55,15 +55,15 @@ class Driver:
                 "persona": {"name": self.face.pack.name, **self.face.pack.qc},
                 "consumes": ["audio_span <- stitcher", "visual_marker <- parser", "credit <- player (frames)"],
                 "produces": ["av_packet -> player", "credit -> stitcher (frames)"],
-                "credit": {"grants": {"link": "stitcher->driver", "unit": "frames", "window": self.window},
-                           "spends": {"link": "driver->player", "unit": "frames"}},
+                "credit": {"grants": grants_descriptor("stitcher", NAME, self.window),
+                           "spends": self.player_credit.describe()},
                 "interface": "async generate_frames(audio_buffer, visual_state) -> AsyncGenerator[np.ndarray]"}
 
     def run(self) -> None:
         ctx = self.ctx
         poller = ctx.poller()
         ctx.ready(self.describe())
-        ctx.grant("stitcher", self.window, "frames", depth=0)
+        ctx.grant("stitcher", self.window, depth=0)
         while ctx.running:
             poller.poll(0 if self.can_render() else ctx.poll_timeout_ms())
             ctx.receive(self)
@@ -80,7 +80,7 @@ class Driver:
             self.render_batch()
         elif self.depth_changed:
             # Idle: still tell the stitcher how deep the player is, so it can keep the idle lead.
-            self.ctx.grant("stitcher", 0, "frames", depth=self.queued_frames() + self.player_credit.depth,
+            self.ctx.grant("stitcher", 0, depth=self.queued_frames() + self.player_credit.depth,
                            playing=self.player_credit.playing)
         self.depth_changed = False
 
@@ -101,7 +101,7 @@ class Driver:
             self.chunk_starts.clear(), self.anchors.clear(), self.pending_markers.clear(), self.added_since_render.clear()
             self.face.animator.forget_speech()
             self.player_credit.enter_epoch(epoch)
-            self.ctx.grant("stitcher", self.window, "frames", depth=0)
+            self.ctx.grant("stitcher", self.window, depth=0)
 
     def on_credit(self, credit: Credit) -> None:
         self.player_credit.on_credit(credit)
@@ -187,8 +187,8 @@ class Driver:
         # millisecond, and replay follows the timeline in time order (render, then present).
         self.ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
                       duration_ms=render_ms, surface=self.face.renderer.name,
-                      data={"frames": n, "kind": head.kind, "credit_left": self.player_credit.available - n,
-                            "unit": "frames", "link": "driver->player", "cost": n,
+                      data={"frames": n, "kind": head.kind, **self.player_credit.describe(), "cost": n,
+                            "credit_left": self.player_credit.available - n,
                             "queued_frames": self.queued_frames() - n, "final": head.final,
                             "added_chunks": list(self.added_since_render)})
         self.added_since_render.clear()
@@ -202,7 +202,7 @@ class Driver:
             self.rendered_in_head = 0
         if len(self.first_frame_sent) > 1024:
             self.first_frame_sent.clear()
-        self.ctx.grant("stitcher", n, "frames", depth=self.queued_frames() + self.player_credit.depth + self.sent_since_report,
+        self.ctx.grant("stitcher", n, depth=self.queued_frames() + self.player_credit.depth + self.sent_since_report,
                        playing=self.player_credit.playing)
 
     def send_frame(self, head: AudioSpan, frame: int, image: np.ndarray, pcm: np.ndarray, final: bool,
@@ -221,7 +221,7 @@ class Driver:
         if provenance and provenance.chunk_id not in self.first_frame_sent:
             self.first_frame_sent.add(provenance.chunk_id)
             self.ctx.emit("first_frame", frame=frame, utterance_id=head.utterance_id, chunk_id=provenance.chunk_id,
-                          duration_ms=frame_render_ms, surface="driver->player", data={"adapter": provenance.adapter})
+                          duration_ms=frame_render_ms, surface=self.player_credit.link, data={"adapter": provenance.adapter})
 
     def provenance_at(self, sample: int) -> Provenance | None:
         i = bisect.bisect_right(self.chunk_starts, (sample, float("inf"))) - 1

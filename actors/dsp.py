@@ -37,12 +37,25 @@ def apply_gain(pcm: np.ndarray, gain: float) -> np.ndarray:
 
 
 def fade_out(pcm: np.ndarray, n: int) -> np.ndarray:
-    """Raised-cosine fade to zero over the first ``n`` samples, silence after (the cut)."""
+    """Raised-cosine fade to zero over the first ``n`` samples, silence after."""
     out = np.zeros_like(pcm)
     n = min(n, len(pcm))
     ramp = 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, n))
     out[:n] = (pcm[:n].astype(np.float32) * ramp).astype(np.int16)
     return out
+
+
+def barge_cut(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The barge-in cut of one frame's audio: faded to zero within BARGE_FADE_MS."""
+    return fade_out(pcm, BARGE_FADE_MS * sample_rate // 1000)
+
+
+def place_timing(start: int, scale: float, phonemes, word_anchors) -> tuple[list, tuple]:
+    """A chunk's phonemes ``(symbol, start, n)`` and word anchors ``(char_offset, sample)``,
+    relative to its own first sample at the engine's rate, moved onto the clock: the chunk
+    starts at ``start`` and ``scale`` = clock rate / engine rate."""
+    return ([(p, start + int(s * scale), int(n * scale)) for p, s, n in phonemes],
+            tuple((c, start + int(s * scale)) for c, s in word_anchors))
 
 
 def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

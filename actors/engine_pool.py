@@ -81,9 +81,12 @@ class SynthesisWorker:
     def _loop(self) -> None:
         while not self._closing.is_set():
             try:
-                chunk, voice = self.jobs.get(timeout=IDLE_WAIT_S)
+                job = self.jobs.get(timeout=IDLE_WAIT_S)
             except queue.Empty:
                 continue
+            if job is None:  # close() asks the thread to end now
+                return
+            chunk, voice = job
             try:
                 self.faults.before_call(self.adapter.name, self.cancelled)
                 result: Synthesis | Exception = self.adapter.synthesize(chunk.text, voice)
@@ -96,6 +99,10 @@ class SynthesisWorker:
     def close(self) -> None:
         self.cancel()
         self._closing.set()
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:  # a job is still queued: the thread sees _closing after it
+            pass
         self._thread.join(timeout=3)
         self.wake.close()
         self._signal.close()

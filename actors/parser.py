@@ -44,7 +44,7 @@ class Parser:
         self.ingress = ctx.socket(zmq.PULL, max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
         self.ingress.bind(ctx.endpoints["ingress"])
         self.stream = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
-        self.tts_credit = CreditLedger("parser->tts", "chunks")
+        self.tts_credit = CreditLedger(NAME, "tts")
         self.outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
         self.held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
         # What left recently, with when its text arrived: a barge-in from elsewhere (the control
@@ -61,7 +61,7 @@ class Parser:
             "actor": NAME,
             "consumes": ["ingress: utf-8 token | {type: token|end|barge_in}"],
             "produces": ["text_chunk -> tts", "visual_marker -> driver"],
-            "credit": {"link": "parser->tts", "unit": "chunks"},
+            "credit": {"spends": self.tts_credit.describe()},
             "limits": {"ingress_max_bytes": INGRESS_MAX_BYTES, "max_chunk_chars": cfg["max_chunk_chars"],
                        "max_buffered_chunks": cfg["max_buffered_chunks"]},
         }
@@ -102,13 +102,12 @@ class Parser:
             self.barge_requested_at = time.monotonic()
             self.ctx.request(EpochRequest(source=NAME, reason="ingress barge_in (retry)", requested_at_ns=now_ns()))
         while self.outbox and self.barge_requested_at is None and self.tts_credit.can_send(1):
-            self.tts_credit.spend(1)
+            spent = self.tts_credit.spend(1)
             chunk = self.outbox.popleft()
             self.recent_chunks.append((self.opened_at.pop(chunk.sequence_id, 0), chunk))
             self.ctx.send_to("tts", chunk)
-            self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="parser->tts",
-                          data={"credit_left": self.tts_credit.available, "unit": "chunks", "cost": 1,
-                                "link": "parser->tts", "queued": len(self.outbox)})
+            self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.tts_credit.link,
+                          data={**spent, "queued": len(self.outbox)})
 
     # -- handlers -------------------------------------------------------------------------------
     def on_ingress(self, frames: list[bytes]) -> None:

@@ -22,11 +22,11 @@ from collections import deque
 import numpy as np
 import zmq
 
-from protocol import AVPacket, frame_start_sample
+from protocol import AVPacket, frame_samples
 from protocol.transport import send
 
-from .dsp import BARGE_FADE_MS, fade_out
-from .runtime import ActorContext
+from .dsp import barge_cut
+from .runtime import ActorContext, grants_descriptor
 from .sinks import Mp4Recorder, Overlay
 
 NAME = "player"
@@ -65,13 +65,13 @@ class Player:
                 "sinks": (["mp4:" + cfg["record"]] if self.recorder else []) + ["zmq-pub:" + self.ctx.endpoints["av_out"]],
                 "overlay": {"text": cfg["overlay_text"], "logo": cfg["overlay_logo"]},
                 "consumes": ["av_packet <- driver"], "produces": ["av_packet -> av_out PUB", "credit -> driver (frames)"],
-                "credit": {"grants": {"link": "driver->player", "unit": "frames", "window": self.window}}}
+                "credit": {"grants": grants_descriptor("driver", NAME, self.window)}}
 
     def run(self) -> None:
         ctx = self.ctx
         poller = ctx.poller()
         ctx.ready(self.describe())
-        ctx.grant("driver", self.window, "frames", depth=0, playing=False)
+        ctx.grant("driver", self.window, depth=0, playing=False)
         while ctx.running:
             poller.poll(ctx.poll_timeout_ms(self.due()))
             ctx.receive(self)
@@ -117,7 +117,7 @@ class Player:
                 self.buffer.pop()
             self.in_speech = False
             self.ctx.emit("flush", data={"dropped_frames": dropped, "fade_frame": self.fade_next})
-            self.ctx.grant("driver", self.window - len(self.buffer), "frames", depth=len(self.buffer), playing=self.playing)
+            self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing)
 
     def on_av_packet(self, packet: AVPacket) -> None:
         if packet.kind == "speech" and self.playing and self.buffer and self.buffer[-1].kind == "fill":
@@ -128,7 +128,7 @@ class Player:
                 skipped += 1
             self.counts["skipped_fill"] += skipped
             self.ctx.emit("skip_fill", frame=packet.frame_index, utterance_id=packet.utterance_id, data={"frames": skipped})
-            self.ctx.grant("driver", skipped, "frames", depth=len(self.buffer), playing=True)
+            self.ctx.grant("driver", skipped, depth=len(self.buffer), playing=True)
         self.buffer.append(packet)
 
     # -- one tick -------------------------------------------------------------------------------
@@ -137,12 +137,12 @@ class Player:
         faded = packet is not None and self.fade_next
         if packet is None:
             pixels, kind = self.last_pixels, "hold"
-            pcm = np.zeros(frame_start_sample(self.tick + 1, self.sr, self.fps) - frame_start_sample(self.tick, self.sr, self.fps), np.int16)
+            pcm = np.zeros(frame_samples(self.tick, self.sr, self.fps), np.int16)
             self.counts["underflows" if self.in_speech else "idle_starved"] += 1
         else:
             pixels, pcm, kind = self.draw(packet), np.frombuffer(packet.pcm, np.int16), packet.kind
             if faded:  # the cut: old audio faded out inside this one frame
-                pcm = fade_out(pcm, BARGE_FADE_MS * self.sr // 1000)
+                pcm = barge_cut(pcm, self.sr)
                 self.fade_next = self.in_speech = False
             else:
                 self.in_speech = packet.kind == "speech" and not packet.final
@@ -156,7 +156,7 @@ class Player:
                 pass
         handed_off = time.monotonic()  # the frame has left for every sink
         if packet is not None:
-            self.ctx.grant("driver", 1, "frames", depth=len(self.buffer), playing=True)
+            self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True)
         self.counts["presented"] += 1
         self.report(packet, kind, pcm, faded, now, due, handed_off)
 

@@ -33,13 +33,15 @@ import zmq
 from protocol import (BargeIn, ConfigUpdate, Credit, Describe, EpochAck, Heartbeat, Info, Message, ProtocolError,
                       Ready, Shutdown, TimelineEvent)
 from protocol.config import from_env
-from protocol.names import link_name
+from protocol.names import CREDIT_LINKS, credit_unit, link_name
 from protocol.transport import make_socket, recv, send
 
 #: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
 DRAIN_LIMIT = 256
 #: How long an actor waits at start for the timeline proxy's subscription.
 SUBSCRIPTION_WAIT_MS = 5000
+#: How long READY may wait for room on the health channel (it must not be lost).
+READY_SEND_TIMEOUT_MS = 5000
 
 
 def now_ns() -> int:
@@ -50,9 +52,9 @@ def now_ns() -> int:
 class CreditLedger:
     """Producer side of one credit link: how much we may still send this epoch."""
 
-    def __init__(self, link: str, unit: str):
-        self.link = link
-        self.unit = unit
+    def __init__(self, producer: str, consumer: str):
+        self.link = link_name(producer, consumer)
+        self.unit = credit_unit(producer, consumer)
         self.epoch = 0
         self.available = 0
         self.depth = 0
@@ -73,12 +75,22 @@ class CreditLedger:
     def can_send(self, cost: int) -> bool:
         return self.available >= cost
 
-    def spend(self, cost: int) -> None:
+    def spend(self, cost: int) -> dict:
+        """Take ``cost`` off the credit; returns the figures every send event carries (the
+        credit audit replays links from them)."""
         if cost > self.available:
             raise RuntimeError(f"{self.link}: sending {cost} {self.unit} with only {self.available} credit")
         self.available -= cost
         self.spent_total += cost
+        return {"link": self.link, "unit": self.unit, "cost": cost, "credit_left": self.available}
 
+    def describe(self) -> dict:
+        return {"link": self.link, "unit": self.unit}
+
+
+def grants_descriptor(producer: str, consumer: str, window: int) -> dict:
+    """What a consumer's describe() says about the credit it grants."""
+    return {"link": link_name(producer, consumer), "unit": credit_unit(producer, consumer), "window": window}
 
 class ActorContext(ABC):
     """Identity, epoch, timeline and message delivery of one actor, without sockets."""
@@ -93,6 +105,7 @@ class ActorContext(ABC):
         self.running = True
         self.info: dict = {"actor": name, "state": "starting"}
         self.dropped_stale = 0
+        self._stale_reported: set[tuple[str, int]] = set()
 
     # -- what a subclass provides ----------------------------------------------------------------
     @abstractmethod
@@ -100,8 +113,9 @@ class ActorContext(ABC):
         """Non-blocking send to a peer's inbox; False if it could not be queued."""
 
     @abstractmethod
-    def request(self, msg: Message) -> None:
-        """A message to the supervisor (health channel)."""
+    def request(self, msg: Message, must_arrive: bool = False) -> None:
+        """A message to the supervisor (health channel); with ``must_arrive`` it may wait
+        (bounded) for room instead of being dropped."""
 
     @abstractmethod
     def publish(self, event: TimelineEvent) -> None:
@@ -122,7 +136,7 @@ class ActorContext(ABC):
     def ready(self, info: dict) -> None:
         """Announce READY with the actor's descriptor."""
         self.info = info
-        self.request(Ready(actor=self.name, pid=os.getpid(), info=info))
+        self.request(Ready(actor=self.name, pid=os.getpid(), info=info), must_arrive=True)
         self.emit("ready", data=info)
         self.log.info("ready")
 
@@ -158,14 +172,25 @@ class ActorContext(ABC):
         if epoch is not None and epoch < self.epoch:
             if not isinstance(msg, Credit):
                 self.dropped_stale += 1
-                self.emit("stale", "drop", epoch=epoch, utterance_id=getattr(msg, "utterance_id", -1),
-                          chunk_id=getattr(msg, "sequence_id", -1), data={"type": msg.TYPE})
+                self.report_stale(msg, epoch)
             return
         handler = getattr(actor, f"on_{msg.TYPE}", None)
         if handler is None:
             self.error("receive", "unexpected_type", f"{self.name} does not take {msg.TYPE} messages")
             return
         handler(msg)
+
+    def report_stale(self, msg: Message, epoch: int) -> None:
+        """The first stale message of each type and epoch goes on the timeline; the rest are
+        counted (``dropped_stale`` in heartbeats), so a flushed window costs one event, not fifty."""
+        key = (msg.TYPE, epoch)
+        if key in self._stale_reported:
+            return
+        if len(self._stale_reported) > 256:
+            self._stale_reported.clear()
+        self._stale_reported.add(key)
+        self.emit("stale", "drop", epoch=epoch, utterance_id=getattr(msg, "utterance_id", -1),
+                  chunk_id=getattr(msg, "sequence_id", -1), data={"type": msg.TYPE, "first_of_epoch": True})
 
     def adopt_epoch(self, epoch: int, cause: str) -> bool:
         """Move to a newer epoch; True if it changed. Acknowledged to the supervisor (health
@@ -178,13 +203,17 @@ class ActorContext(ABC):
         return True
 
     # -- credit ---------------------------------------------------------------------------------
-    def grant(self, producer: str, amount: int, unit: str, depth: int = 0, playing: bool = False) -> None:
-        """Give ``producer`` credit on its link to us; grants (not depth-only updates) go on
-        the timeline so anyone can audit that no producer ever overspends."""
-        link = link_name(producer, self.name)
-        if amount > 0:  # stamped before it is sent: the producer's spend can only come later
-            self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth})
-        self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing))
+    def grant(self, producer: str, amount: int, *, depth: int = 0, playing: bool = False, target_tokens: int = 0,
+              low_latency: bool = False, details: dict | None = None) -> None:
+        """Give ``producer`` credit on its link to us. Grants go on the timeline (so anyone can
+        audit that no producer ever overspends), and so does any credit sent with ``details``
+        (the TTS's size wishes); depth-only updates do not."""
+        link, unit = link_name(producer, self.name), credit_unit(producer, self.name)
+        if amount > 0 or details is not None:  # stamped before it is sent: the spend can only come later
+            self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth,
+                                                    **(details or {})})
+        self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing,
+                                      target_tokens=target_tokens, low_latency=low_latency))
 
     # -- timeline -------------------------------------------------------------------------------
     def emit(self, stage: str, result: str = "ok", *, duration_ms: float = 0.0, surface: str = "",
@@ -272,9 +301,11 @@ class ProcessContext(ActorContext):
             self.error("send", "peer_full", f"{name} is not reading; {msg.TYPE} dropped")
             return False
 
-    def request(self, msg: Message) -> None:
+    def request(self, msg: Message, must_arrive: bool = False) -> None:
         try:
-            send(self.health, msg, flags=zmq.NOBLOCK)
+            if must_arrive:
+                self.health.setsockopt(zmq.SNDTIMEO, READY_SEND_TIMEOUT_MS)
+            send(self.health, msg, flags=0 if must_arrive else zmq.NOBLOCK)
         except zmq.Again:
             self.error("request", "supervisor_unreachable", f"{msg.TYPE} not sent")
 
@@ -374,15 +405,13 @@ def drop_realtime() -> None:
 
 def link_hwm(config: dict, sender: str, receiver: str) -> int:
     """Twice the messages a data link's credit window allows; generous for control-only links."""
-    flow = config["flow"]
-    windows = {
-        link_name("parser", "tts"): flow["tts_window_chunks"],
-        link_name("tts", "stitcher"): flow["stitcher_window_ms"] // 100,  # pieces are >= ~100 ms
-        link_name("stitcher", "driver"): flow["driver_window_frames"],
-        link_name("driver", "player"): flow["player_window_frames"],
-    }
-    window = windows.get(link_name(sender, receiver))
-    return 2 * int(window) + 8 if window else 1000
+    link = link_name(sender, receiver)
+    if link not in CREDIT_LINKS:
+        return 1000
+    unit, window_key = CREDIT_LINKS[link]
+    window = int(config["flow"][window_key])
+    messages = window // 100 if unit == "ms" else window  # audio pieces are >= ~100 ms
+    return 2 * messages + 8
 
 
 def setup_logging(name: str) -> None:

@@ -73,9 +73,14 @@ class Mp4Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
-    def write(self, tick: int, pixels: np.ndarray, pcm: np.ndarray) -> bool:
-        try:  # never wait: this runs on the presentation tick
-            self._queue.put_nowait((tick, pixels, pcm))
+    def write(self, tick: int, pixels: np.ndarray, pcm: np.ndarray, wait_s: float = 0.0) -> bool:
+        """Queue one presented frame. The player never waits (``wait_s`` = 0: a full queue
+        drops the frame, counted); an offline writer (replay) may wait up to ``wait_s``."""
+        try:
+            if wait_s > 0:
+                self._queue.put((tick, pixels, pcm), timeout=wait_s)
+            else:
+                self._queue.put_nowait((tick, pixels, pcm))
             return True
         except queue.Full:
             self.dropped += 1

@@ -18,16 +18,17 @@ on the timeline.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import AudioChunk, AudioSpan, ChunkStart, Credit, Provenance, frame_start_sample
+from protocol import AudioChunk, AudioSpan, ChunkStart, Credit, Provenance, frame_samples, frame_start_sample
+from protocol.flow import audio_cost_ms
+from protocol.names import link_name
 
-from .dsp import apply_gain, crossfade_ramps, overlap_add, resample, speech_loudness
-from .runtime import ActorContext, CreditLedger
+from .dsp import apply_gain, crossfade_ramps, overlap_add, place_timing, resample, speech_loudness
+from .runtime import ActorContext, CreditLedger, grants_descriptor
 
 NAME = "stitcher"
 #: Largest span sent in one message (frames); the driver renders in smaller batches anyway.
@@ -108,7 +109,7 @@ class Stitcher:
         self.gap_lead = int(flow["gap_lead_frames"])
         self.fade_in, self.fade_out = crossfade_ramps(self.overlap)
         self.buffer = SampleBuffer(self.window_ms * self.sr // 1000 + 2 * self.sr)  # window + resampling/padding slack
-        self.driver_credit = CreditLedger("stitcher->driver", "frames")
+        self.driver_credit = CreditLedger(NAME, "driver")
         self.next_frame = 0  # first frame not yet emitted; never rewinds, not even on barge-in
         self.utterance_id = -1
         self.in_utterance = False  # speech of utterance_id started and its final piece not yet in
@@ -130,8 +131,7 @@ class Stitcher:
             "overlap_ms": flow["stitch_overlap_ms"],
             "consumes": ["audio_chunk <- tts", "credit <- driver (frames)"],
             "produces": ["audio_span -> driver", "credit -> tts (ms)"],
-            "credit": {"grants": {"link": "tts->stitcher", "unit": "ms", "window": self.window_ms},
-                       "spends": {"link": "stitcher->driver", "unit": "frames"}},
+            "credit": {"grants": grants_descriptor("tts", NAME, self.window_ms), "spends": self.driver_credit.describe()},
         }
 
     def run(self) -> None:
@@ -177,13 +177,13 @@ class Stitcher:
         end = self.buffer_start() + self.buffer.size
         if self.placed and self.placed[-1].sequence_id == chunk.sequence_id:
             self.placed[-1].end = end
-        self.unpaid.append((end, math.ceil(chunk.n_samples * 1000 / chunk.sample_rate)))
+        self.unpaid.append((end, audio_cost_ms(chunk.n_samples, chunk.sample_rate)))
         self.contiguous = True
         if chunk.final and chunk.last_piece:
             self.flushing = True
             frames_needed = self.frames_covering(self.buffer.size)
             self.buffer.pad_to(frame_start_sample(self.next_frame + frames_needed, self.sr, self.fps) - self.buffer_start())
-        self.ctx.emit("stitch", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
+        self.ctx.emit("stitch", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=link_name("tts", NAME),
                       data={"piece": chunk.piece, "samples": len(pcm), "overlap": overlap_used, "start": start,
                             "buffered_ms": self.buffered_ms(), "final": chunk.final and chunk.last_piece,
                             "adapter": chunk.adapter, "gain": gain, "loudness": round(self.loudness.last_output, 1)})
@@ -199,8 +199,7 @@ class Stitcher:
         provenance = Provenance(adapter=chunk.adapter, chunk_id=chunk.sequence_id, window_tokens=chunk.window_tokens,
                                 render_ms=chunk.render_ms, epoch=chunk.epoch)
         self.placed.append(PlacedChunk(chunk.sequence_id, chunk.utterance_id, start, start, provenance))
-        anchors = tuple((c, start + int(s * scale)) for c, s in chunk.word_anchors)
-        phonemes = [(p, start + int(s * scale), int(n * scale)) for p, s, n in chunk.phonemes]
+        phonemes, anchors = place_timing(start, scale, chunk.phonemes, chunk.word_anchors)
         self.announce.append((ChunkStart(chunk.sequence_id, start, anchors, provenance), phonemes))
         return overlap_used, start
 
@@ -242,13 +241,13 @@ class Stitcher:
 
     def emit_span(self, n_frames: int, kind: str, final: bool = False) -> None:
         first = self.next_frame
-        n_samples = frame_start_sample(first + n_frames, self.sr, self.fps) - frame_start_sample(first, self.sr, self.fps)
+        n_samples = frame_samples(first, self.sr, self.fps, n_frames)
         if kind == "fill":
             pcm = np.zeros(n_samples, np.int16)
         else:
             self.buffer.pad_to(n_samples)
             pcm = self.buffer.take(n_samples)
-        self.driver_credit.spend(n_frames)
+        spent = self.driver_credit.spend(n_frames)
         self.next_frame += n_frames
         self.emitted_since_report += n_frames
         span_end = frame_start_sample(self.next_frame, self.sr, self.fps)
@@ -269,9 +268,8 @@ class Stitcher:
             self.in_utterance = self.flushing = self.contiguous = False
             self.placed.clear()
         self.ctx.emit("span", "ok", frame=first, utterance_id=span.utterance_id, chunk_id=span.sequence_id,
-                      surface="stitcher->driver",
-                      data={"frames": n_frames, "kind": kind, "final": final, "credit_left": self.driver_credit.available,
-                            "unit": "frames", "link": "stitcher->driver", "cost": n_frames, "lead": self.lead(),
+                      surface=self.driver_credit.link,
+                      data={"frames": n_frames, "kind": kind, "final": final, **spent, "lead": self.lead(),
                             "buffered_ms": self.buffered_ms()})
 
     def settle(self, span_end: int, pay_all: bool) -> None:
@@ -313,5 +311,5 @@ class Stitcher:
         return self.driver_credit.depth + self.emitted_since_report
 
     def grant_tts(self, amount: int) -> None:
-        self.ctx.grant("tts", amount, "ms", depth=self.depth_ms())
+        self.ctx.grant("tts", amount, depth=self.depth_ms())
         self.depth_told = self.depth_ms()

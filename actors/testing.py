@@ -43,7 +43,7 @@ class RecordingContext(ActorContext):
         self.sent[name].append(msg)
         return True
 
-    def request(self, msg: Message) -> None:
+    def request(self, msg: Message, must_arrive: bool = False) -> None:
         self.requests.append(msg)
 
     def publish(self, event: TimelineEvent) -> None:

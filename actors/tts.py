@@ -13,7 +13,6 @@ Nothing on this path touches the disk.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,14 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol import AudioChunk, ConfigUpdate, Credit, TextChunk
+from protocol.flow import audio_cost_ms
 from protocol.config import apply_changes
-from protocol.names import link_name
 
 from .adapters import Synthesis, VoiceSchemaError, load_voice
 from .adapters.fault import FaultInjector
 from .engine_pool import Engine, EnginePool, Job
 from .rate_controller import RateController
-from .runtime import ActorContext, CreditLedger
+from .runtime import ActorContext, CreditLedger, grants_descriptor
 
 NAME = "tts"
 #: Pieces smaller than this wait for more credit (unless it is the chunk's remainder).
@@ -54,8 +53,6 @@ class ParserGrants:
     """Chunk credit back to the parser, in one place: what is owed goes back when the rate
     controller agrees (a *request*: the controller steps its ladder); otherwise only its
     wish is refreshed when it changed."""
-
-    LINK = link_name("parser", NAME)
 
     def __init__(self, ctx: ActorContext, controller: RateController):
         self.ctx, self.controller = ctx, controller
@@ -87,11 +84,9 @@ class ParserGrants:
         changed = hint != self.hint and now - self.hint_sent_at >= HINT_INTERVAL_S
         if not (amount or force or changed):
             return
-        self.ctx.emit("credit", surface=self.LINK,  # stamped before it is sent (see ActorContext.grant)
-                      data={"link": self.LINK, "amount": amount, "unit": "chunks", "target_tokens": wish.target_tokens,
-                            "low_latency": wish.low_latency, "reason": wish.reason, "buffered_ms": self.downstream_ms})
-        self.ctx.send_to("parser", Credit(link=self.LINK, epoch=self.ctx.epoch, amount=amount, unit="chunks",
-                                          target_tokens=wish.target_tokens, low_latency=wish.low_latency))
+        self.ctx.grant("parser", amount, target_tokens=wish.target_tokens, low_latency=wish.low_latency,
+                       details={"target_tokens": wish.target_tokens, "low_latency": wish.low_latency,
+                                "reason": wish.reason, "buffered_ms": self.downstream_ms})
         self.owed -= amount
         self.hint, self.hint_sent_at = hint, now
 
@@ -106,7 +101,7 @@ class Tts:
         self.pool = EnginePool(ctx, self.voice, self.faults)
         self.controller = RateController(self.config["controller"])
         self.grants = ParserGrants(ctx, self.controller)
-        self.stitcher_credit = CreditLedger("tts->stitcher", "ms")
+        self.stitcher_credit = CreditLedger(NAME, "stitcher")
         self.pending: deque[TextChunk] = deque()  # bounded by the window granted to the parser
         self.outgoing: deque[Outgoing] = deque()  # at most MAX_OUTGOING synthesised chunks in memory
         self.utterance: int | None = None
@@ -118,8 +113,8 @@ class Tts:
             "controller": self.controller.state(),
             "consumes": ["text_chunk <- parser", "credit <- stitcher (ms)"],
             "produces": ["audio_chunk -> stitcher", "credit -> parser (chunks, with size wish)"],
-            "credit": {"grants": {"link": "parser->tts", "unit": "chunks", "window": self.window_chunks},
-                       "spends": {"link": "tts->stitcher", "unit": "ms"}},
+            "credit": {"grants": grants_descriptor("parser", NAME, self.window_chunks),
+                       "spends": self.stitcher_credit.describe()},
         }
 
     def run(self) -> None:
@@ -243,8 +238,7 @@ class Tts:
 
     def send_piece(self, out: Outgoing, n: int) -> None:
         syn, chunk = out.synthesis, out.chunk
-        cost = math.ceil(n * 1000 / syn.sample_rate)
-        self.stitcher_credit.spend(cost)
+        spent = self.stitcher_credit.spend(audio_cost_ms(n, syn.sample_rate))
         last = out.sent + n >= len(syn.pcm)
         first = out.piece == 0
         self.ctx.send_to("stitcher", AudioChunk(
@@ -254,8 +248,7 @@ class Tts:
             adapter=out.adapter, render_ms=round(syn.render_ms, 2), window_tokens=chunk.window_tokens,
             pcm=np.ascontiguousarray(syn.pcm[out.sent:out.sent + n]).tobytes(),
         ))
-        self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface="tts->stitcher",
-                      data={"piece": out.piece, "samples": n, "cost": cost, "credit_left": self.stitcher_credit.available,
-                            "unit": "ms", "link": "tts->stitcher", "last_piece": last, "adapter": out.adapter})
+        self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.stitcher_credit.link,
+                      data={"piece": out.piece, "samples": n, **spent, "last_piece": last, "adapter": out.adapter})
         out.sent += n
         out.piece += 1

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 
 import numpy as np
 import zmq
 
+from clients.ports import free_ports
 from protocol import AVPacket
 from protocol.transport import make_socket, recv, send
 
@@ -69,11 +69,6 @@ def free_endpoints(transport: str) -> tuple[str, str]:
     if transport == "ipc":
         base = tempfile.mkdtemp(prefix="personas-hop-")
         return f"ipc://{os.path.join(base, 'a')}", f"ipc://{os.path.join(base, 'b')}"
-    ports = []
-    for _ in range(2):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        s.close()
-    return f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
+    a, b = free_ports(2)
+    return f"tcp://127.0.0.1:{a}", f"tcp://127.0.0.1:{b}"
 

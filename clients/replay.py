@@ -19,10 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from actors.adapters import load_voice, make_adapter
-from actors.dsp import BARGE_FADE_MS, apply_gain, crossfade_ramps, fade_out, overlap_add, resample
-from protocol import frame_start_sample
+from actors.dsp import apply_gain, barge_cut, crossfade_ramps, overlap_add, place_timing, resample
+from protocol import frame_samples, frame_start_sample
 
 from .timeline import load_jsonl
+
+
+#: Offline there is no clock to keep: replay waits for the recorder instead of dropping a frame.
+RECORDER_WAIT_S = 30.0
 
 
 class ReplayError(RuntimeError):
@@ -66,121 +70,144 @@ class EpochAudio:
 def replay(timeline: str | Path, out: str | Path | None = None, keep_images: bool = False,
            echo=lambda _msg: None) -> ReplayResult:
     events = sorted(load_jsonl(timeline), key=lambda e: e["ts_ns"])
-    start = next((e for e in events if e["stage"] in ("supervisor_start", "supervisor_ready") and isinstance(e["data"].get("config"), dict)), None)
+    start = next((e for e in events if e["stage"] in ("supervisor_start", "supervisor_ready")
+                  and isinstance(e["data"].get("config"), dict)), None)
     if start is None:
         raise ReplayError("the timeline has no supervisor_start/supervisor_ready with the config: record it from the start")
-    config = start["data"]["config"]
-    media = config["media"]
-    sr, fps = int(media["sample_rate"]), int(media["fps"])
-    overlap = int(sr * config["flow"]["stitch_overlap_ms"] / 1000)
+    session = Replay(events, start["data"]["config"])
+    session.resynthesise(echo)
+    session.place_audio()
+    session.present(out, keep_images)
+    echo(f"presented {session.result.ticks} ticks ({session.result.frames_rendered} frames rendered)")
+    return session.result
 
-    texts = {(e["epoch"], e["chunk_id"]): e["data"]["text"] for e in events
-             if e["actor"] == "parser" and e["stage"] == "parse" and e["result"] == "ok"}
-    synths = {(e["epoch"], e["chunk_id"]): e["data"] for e in events
-              if e["actor"] == "tts" and e["stage"] == "synth" and e["result"] == "ok"}
-    placements = [e for e in events if e["actor"] == "stitcher" and e["stage"] == "stitch" and e["result"] == "ok"
-                  and e["data"].get("piece") == 0]
 
-    # 1. Re-synthesise every chunk the stitcher placed, with its own engine, voice and seed.
-    adapters, voices, chunks = {}, {}, {}
-    result = ReplayResult()
-    for event in placements:
-        key = (event["epoch"], event["chunk_id"])
-        meta = synths.get(key)
-        if meta is None or key not in texts:
-            raise ReplayError(f"chunk {key} was placed but its synthesis or text is not on the timeline")
-        name, voice_ref = meta["adapter"], meta["voice"]
-        if name not in adapters:
-            adapters[name] = make_adapter(name, config)
-            adapters[name].load()
-        voices.setdefault(voice_ref, load_voice(voice_ref))
-        synthesis = adapters[name].synthesize(texts[key], voices[voice_ref])
-        repeatable = adapters[name].describe().get("supports_seed", False)
+class Replay:
+    """One recorded session rebuilt: the TTS's chunks, the stitcher's timeline, the driver's
+    renders and the player's ticks, in the order the timeline logged them."""
+
+    def __init__(self, events: list[dict], config: dict):
+        self.events, self.config = events, config
+        self.sr, self.fps = int(config["media"]["sample_rate"]), int(config["media"]["fps"])
+        self.overlap = int(self.sr * config["flow"]["stitch_overlap_ms"] / 1000)
+        self.result = ReplayResult()
+        self.chunks: dict[tuple, tuple[dict, object]] = {}  # (epoch, chunk) -> (its stitch event, synthesis)
+        self.audio: dict[int, EpochAudio] = {}
+        self.phonemes: dict[tuple, list] = {}
+
+    def resynthesise(self, echo) -> None:
+        """Every chunk the stitcher placed, with its own engine, voice and seed."""
+        texts = {(e["epoch"], e["chunk_id"]): e["data"]["text"] for e in self.events
+                 if e["actor"] == "parser" and e["stage"] == "parse" and e["result"] == "ok"}
+        synths = {(e["epoch"], e["chunk_id"]): e["data"] for e in self.events
+                  if e["actor"] == "tts" and e["stage"] == "synth" and e["result"] == "ok"}
+        adapters, voices, result = {}, {}, self.result
+        for event in (e for e in self.events if e["actor"] == "stitcher" and e["stage"] == "stitch"
+                      and e["result"] == "ok" and e["data"].get("piece") == 0):
+            key = (event["epoch"], event["chunk_id"])
+            meta = synths.get(key)
+            if meta is None or key not in texts:
+                raise ReplayError(f"chunk {key} was placed but its synthesis or text is not on the timeline")
+            name, voice_ref = meta["adapter"], meta["voice"]
+            if name not in adapters:
+                adapters[name] = make_adapter(name, self.config)
+                adapters[name].load()
+            voices.setdefault(voice_ref, load_voice(voice_ref))
+            synthesis = adapters[name].synthesize(texts[key], voices[voice_ref])
+            self.check_repeatable(key, synthesis, meta, adapters[name].describe().get("supports_seed", False))
+            result.modes[meta.get("determinism", "?")] = result.modes.get(meta.get("determinism", "?"), 0) + 1
+            self.chunks[key] = (event, synthesis)
+        result.chunks = len(self.chunks)
+        echo(f"re-synthesised {len(self.chunks)} chunks ({result.modes}); "
+             f"{len(result.approximate)} from engines without supports_seed (timing kept, samples may differ)")
+
+    def check_repeatable(self, key: tuple, synthesis, meta: dict, repeatable: bool) -> None:
         if len(synthesis.pcm) != meta["samples"]:
             if repeatable:
                 raise ReplayError(f"chunk {key} re-synthesised to {len(synthesis.pcm)} samples, the session had "
-                                  f"{meta['samples']} ({name} declares supports_seed): determinism is broken")
+                                  f"{meta['samples']} ({meta['adapter']} declares supports_seed): determinism is broken")
             # Not repeatable by declaration: keep the session's timing, accept different samples.
             synthesis.pcm = np.resize(synthesis.pcm, meta["samples"]) if meta["samples"] else synthesis.pcm[:0]
-            result.approximate.append(key)
+            self.result.approximate.append(key)
         elif not repeatable:
-            result.approximate.append(key)
-        result.modes[meta.get("determinism", "?")] = result.modes.get(meta.get("determinism", "?"), 0) + 1
-        chunks[key] = (event, synthesis)
-    result.chunks = len(chunks)
-    echo(f"re-synthesised {len(chunks)} chunks ({result.modes}); "
-         f"{len(result.approximate)} from engines without supports_seed (timing kept, samples may differ)")
+            self.result.approximate.append(key)
 
-    # 2. Each epoch's audio timeline, placed, scaled and overlap-added like the stitcher did.
-    audio: dict[int, EpochAudio] = {}
-    phonemes: dict[tuple, list] = {}
-    for key, (event, synthesis) in chunks.items():
-        pcm, scale = synthesis.pcm, 1.0
-        if synthesis.sample_rate != sr:
-            pcm, scale = resample(pcm, synthesis.sample_rate, sr), sr / synthesis.sample_rate
-        pcm = apply_gain(pcm, float(event["data"].get("gain", 1.0)))
-        start = int(event["data"]["start"])
-        audio.setdefault(key[0], EpochAudio(overlap)).place(start, pcm, int(event["data"]["overlap"]))
-        phonemes[key] = [(p, start + int(s * scale), int(n * scale)) for p, s, n in synthesis.phonemes]
+    def place_audio(self) -> None:
+        """Each epoch's audio timeline, placed, scaled and overlap-added like the stitcher did."""
+        for key, (event, synthesis) in self.chunks.items():
+            pcm, scale = synthesis.pcm, 1.0
+            if synthesis.sample_rate != self.sr:
+                pcm, scale = resample(pcm, synthesis.sample_rate, self.sr), self.sr / synthesis.sample_rate
+            pcm = apply_gain(pcm, float(event["data"].get("gain", 1.0)))
+            start = int(event["data"]["start"])
+            self.audio.setdefault(key[0], EpochAudio(self.overlap)).place(start, pcm, int(event["data"]["overlap"]))
+            self.phonemes[key], _ = place_timing(start, scale, synthesis.phonemes, ())
 
-    # 3. The driver's animator through the driver's own event sequence; 4. the player's ticks.
-    from actors.render import FaceDriver, frame_rms
-    from actors.sinks import Mp4Recorder, Overlay
+    def frame_audio(self, epoch: int, frame: int) -> np.ndarray:
+        a = frame_start_sample(frame, self.sr, self.fps)
+        n = frame_samples(frame, self.sr, self.fps)
+        return self.audio[epoch].window(a, a + n) if epoch in self.audio else np.zeros(n, np.int16)
 
-    face = FaceDriver(config)
-    width, height = face.renderer.width, face.renderer.height
-    overlay = Overlay(width, height, config["player"]["overlay_text"], config["player"]["overlay_logo"])
-    recorder = Mp4Recorder(str(out), width, height, fps, sr) if out else None
-    rendered: dict[tuple, np.ndarray] = {}
-    last_image = np.zeros((height, width, 3), np.uint8)
+    def present(self, out: str | Path | None, keep_images: bool) -> None:
+        """The driver's animator through the driver's own event sequence, and the player's ticks."""
+        from actors.render import FaceDriver
+        from actors.sinks import Mp4Recorder, Overlay
 
-    def frame_audio(epoch: int, frame: int) -> np.ndarray:
-        a, b = frame_start_sample(frame, sr, fps), frame_start_sample(frame + 1, sr, fps)
-        return audio[epoch].window(a, b) if epoch in audio else np.zeros(b - a, np.int16)
+        self.face = FaceDriver(self.config)
+        width, height = self.face.renderer.width, self.face.renderer.height
+        player = self.config["player"]
+        self.overlay = Overlay(width, height, player["overlay_text"], player["overlay_logo"])
+        self.recorder = Mp4Recorder(str(out), width, height, self.fps, self.sr) if out else None
+        self.rendered: dict[tuple, np.ndarray] = {}
+        self.last_image = np.zeros((height, width, 3), np.uint8)
+        self.keep_images = keep_images
+        for e in self.events:
+            if e["actor"] == "driver":
+                self.on_driver_event(e)
+            elif e["actor"] == "player" and e["stage"] == "present":
+                self.on_present(e)
+        if self.recorder is not None:
+            self.recorder.close()
+            if self.recorder.error:
+                raise ReplayError(f"recording failed: {self.recorder.error}")
 
-    for e in events:
-        actor, stage = e["actor"], e["stage"]
-        if actor == "driver" and stage == "barge_in":
-            face.animator.forget_speech()
-        elif actor == "driver" and stage == "marker" and e["result"] in ("ok", "late"):
-            face.animator.apply_marker(e["data"]["command"], e["data"]["value"], int(e["data"]["applied_frame"]))
-        elif actor == "driver" and stage == "render" and e["result"] == "ok":
+    def on_driver_event(self, e: dict) -> None:
+        from actors.render import frame_rms
+
+        animator = self.face.animator
+        if e["stage"] == "barge_in":
+            animator.forget_speech()
+        elif e["stage"] == "marker" and e["result"] in ("ok", "late"):
+            animator.apply_marker(e["data"]["command"], e["data"]["value"], int(e["data"]["applied_frame"]))
+        elif e["stage"] == "render" and e["result"] == "ok":
             for chunk_id in e["data"].get("added_chunks", []):
-                face.animator.add_phonemes(phonemes.get((e["epoch"], chunk_id), []))
+                animator.add_phonemes(self.phonemes.get((e["epoch"], chunk_id), []))
             frames = np.arange(e["frame"], e["frame"] + e["data"]["frames"])
-            rms = np.array([frame_rms(frame_audio(e["epoch"], int(f)), 0, 10**9) for f in frames])
-            images = face.render_frames(frames, rms)
-            for f, image in zip(frames, images):
-                rendered[(e["epoch"], int(f))] = image
-            result.frames_rendered += len(frames)
-        elif actor == "player" and stage == "present":
-            data = e["data"]
-            tick = data["tick"]
-            if tick != result.ticks:
-                raise ReplayError(f"presentation ticks are not contiguous at {tick} (expected {result.ticks})")
-            if data["kind"] == "hold":
-                image = last_image
-                pcm = np.zeros(frame_start_sample(tick + 1, sr, fps) - frame_start_sample(tick, sr, fps), np.int16)
-            else:
-                key = (e["epoch"], e["frame"])
-                if key not in rendered:
-                    raise ReplayError(f"frame {key} was presented but never rendered on the timeline")
-                image = overlay.draw(rendered.pop(key).copy())
-                pcm = frame_audio(e["epoch"], e["frame"])
-                if data.get("faded"):
-                    pcm = fade_out(pcm, BARGE_FADE_MS * sr // 1000)
-                for stale in [k for k in rendered if k[0] < e["epoch"] or (k[0] == e["epoch"] and k[1] < e["frame"])]:
-                    del rendered[stale]  # flushed or skipped in the session: never presented
-            last_image = image
-            result.pcm.append(pcm)
-            if keep_images:
-                result.images.append(image)
-            if recorder is not None:
-                recorder.write(tick, image, pcm)
-            result.ticks += 1
-    if recorder is not None:
-        recorder.close()
-        if recorder.error:
-            raise ReplayError(f"recording failed: {recorder.error}")
-    echo(f"presented {result.ticks} ticks ({result.frames_rendered} frames rendered)")
-    return result
+            rms = np.array([frame_rms(self.frame_audio(e["epoch"], int(f)), 0, 10**9) for f in frames])
+            for f, image in zip(frames, self.face.render_frames(frames, rms)):
+                self.rendered[(e["epoch"], int(f))] = image
+            self.result.frames_rendered += len(frames)
+
+    def on_present(self, e: dict) -> None:
+        data, tick, result = e["data"], e["data"]["tick"], self.result
+        if tick != result.ticks:
+            raise ReplayError(f"presentation ticks are not contiguous at {tick} (expected {result.ticks})")
+        if data["kind"] == "hold":
+            image, pcm = self.last_image, np.zeros(frame_samples(tick, self.sr, self.fps), np.int16)
+        else:
+            key = (e["epoch"], e["frame"])
+            if key not in self.rendered:
+                raise ReplayError(f"frame {key} was presented but never rendered on the timeline")
+            image = self.overlay.draw(self.rendered.pop(key).copy())
+            pcm = self.frame_audio(e["epoch"], e["frame"])
+            if data.get("faded"):
+                pcm = barge_cut(pcm, self.sr)
+            for stale in [k for k in self.rendered if k[0] < e["epoch"] or (k[0] == e["epoch"] and k[1] < e["frame"])]:
+                del self.rendered[stale]  # flushed or skipped in the session: never presented
+        self.last_image = image
+        result.pcm.append(pcm)
+        if self.keep_images:
+            result.images.append(image)
+        if self.recorder is not None and not self.recorder.write(tick, image, pcm, wait_s=RECORDER_WAIT_S):
+            raise ReplayError(f"the recorder did not take tick {tick} within {RECORDER_WAIT_S} s")
+        result.ticks += 1

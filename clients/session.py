@@ -99,6 +99,18 @@ class Session:
         thread.start()
         return thread
 
+    def barge_in(self, reason: str, timeout: float = 10.0) -> int:
+        """Interrupt through the control endpoint and wait until every actor has dropped the old
+        epoch (the supervisor's acknowledgement event); returns the new epoch."""
+        reply = self.control.call("barge_in", reason=reason)
+        if reply is None or not reply.get("ok"):
+            raise SessionError(f"barge_in refused: {reply}")
+        epoch = reply["epoch"]
+        if self.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "barge_in"
+                                  and e["epoch"] == epoch, timeout) is None:
+            raise SessionError(f"epoch {epoch} was not acknowledged within {timeout:.0f}s")
+        return epoch
+
     def wait_turn_end(self, timeout: float = 30.0, after: int = 0) -> dict:
         event = self.timeline.wait_for(lambda e: e["actor"] == "parser" and e["stage"] == "turn_end", timeout, after)
         if event is None:

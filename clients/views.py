@@ -8,6 +8,8 @@ import sys
 from collections import deque
 from pathlib import Path
 
+from protocol.names import link_name
+
 ADAPTER_COLOURS = {"piper": "#1f77b4", "espeak": "#ff7f0e", "wyoming": "#2ca02c"}
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -40,7 +42,7 @@ def plot(events: list[dict], out: str | Path, title: str = "") -> Path:
     present = of("player", "present")
     depth.plot([t(e) for e in present], [e["data"].get("depth", 0) * 1000 / fps for e in present],
                lw=0.8, color="#1f77b4", label="player buffer (ms)")
-    ahead = [e for e in of("stitcher", "credit") if e["data"].get("link") == "tts->stitcher"]
+    ahead = [e for e in of("stitcher", "credit") if e["data"].get("link") == link_name("tts", "stitcher")]
     ahead += [e for e in of("tts", "credit") if e["data"].get("buffered_ms") is not None]
     ahead.sort(key=lambda e: e["ts_ns"])
     depth.step([t(e) for e in ahead], [e["data"].get("depth", e["data"].get("buffered_ms", 0)) for e in ahead],

@@ -39,9 +39,10 @@ from aiohttp import web
 from actors.runtime import ActorContext
 from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
 from protocol.control_endpoint import AsyncControlClient
+from protocol.names import GATEWAY
 from protocol.transport import make_socket
 
-NAME = "web"
+NAME = GATEWAY
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_FILES = ("index.html", "app.js", "silence-watch.js", "style.css")
 CONTENT_TYPES = {"html": "text/html", "js": "application/javascript", "css": "text/css"}
@@ -86,7 +87,7 @@ def av_message(packet: AVPacket, jpeg: bytes | None, received_ns: int) -> bytes:
 class Gateway:
     def __init__(self, ctx: ActorContext):
         self.ctx = ctx
-        self.cfg, self.endpoints = ctx.config["web"], ctx.endpoints
+        self.cfg, self.endpoints = ctx.config[NAME], ctx.endpoints
         self.sample_rate = int(ctx.config["media"]["sample_rate"])
         self.lag_frames, self.drop_frames = int(self.cfg["client_lag_frames"]), int(self.cfg["client_drop_frames"])
         self.url = f"http://{self.cfg['host']}:{self.cfg['port']}/"
@@ -96,7 +97,7 @@ class Gateway:
         self.page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}  # read once
 
     def describe(self) -> dict:
-        return {"actor": NAME, "url": self.url, "routes": ["/", "/audio.wav", "/ws", "/adapters", "/config", "/say", "/barge-in"],
+        return {"actor": NAME, "url": self.url, "routes": [f"{method} {path}" for method, path, _ in self.routes()],
                 "consumes": ["av_packet <- player av_out (SUB)", "timeline (SUB)"], "produces": ["HTTP", "WebSocket"]}
 
     def run(self) -> None:
@@ -228,19 +229,23 @@ class Gateway:
         client.wake.set()
 
     # -- routes ---------------------------------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, object]]:
+        return [("GET", "/", self.static), ("GET", "/favicon.ico", self.favicon), ("GET", "/static/{name}", self.static),
+                ("GET", "/audio.wav", self.audio_wav), ("GET", "/ws", self.websocket), ("GET", "/adapters", self.adapters),
+                ("GET", "/config", self.get_config), ("POST", "/config", self.post_config), ("POST", "/say", self.say),
+                ("POST", "/barge-in", self.barge_in)]
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
-        app.router.add_get("/", self.static)
-        app.router.add_get("/favicon.ico", lambda _request: web.Response(status=204))
-        app.router.add_get("/static/{name}", self.static)
-        app.router.add_get("/audio.wav", self.audio_wav)
-        app.router.add_get("/ws", self.websocket)
-        app.router.add_get("/adapters", self.adapters)
-        app.router.add_get("/config", self.get_config)
-        app.router.add_post("/config", self.post_config)
-        app.router.add_post("/say", self.say)
-        app.router.add_post("/barge-in", self.barge_in)
+        for method, path, handler in self.routes():
+            if method == "GET":
+                app.router.add_get(path, handler)  # HEAD too, as browsers and probes expect
+            else:
+                app.router.add_route(method, path, handler)
         return app
+
+    async def favicon(self, _request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info.get("name", "index.html")

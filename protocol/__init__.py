@@ -12,7 +12,7 @@ from .envelope import Message, ProtocolError, decode, encode, known_types
 from .flow import Credit
 from .ingress import IngressBargeIn, IngressEnd, IngressToken, parse_ingress, tokenize_like_llm
 from .lifecycle import Describe, EpochAck, Heartbeat, Info, Ready
-from .media import AudioSpan, AVPacket, ChunkStart, frame_start_sample
+from .media import AudioSpan, AVPacket, ChunkStart, frame_samples, frame_start_sample
 from .provenance import Provenance
 from .text import TextChunk, VisualMarker
 from .timeline import TimelineEvent
@@ -21,5 +21,5 @@ __all__ = [
     "AudioChunk", "AudioSpan", "AVPacket", "BargeIn", "ChunkStart", "ConfigUpdate", "Credit", "Describe", "EpochAck",
     "EpochRequest", "Heartbeat", "Info", "IngressBargeIn", "IngressEnd", "IngressToken", "Message", "ProtocolError",
     "Provenance", "Ready", "Shutdown", "TextChunk", "TimelineEvent", "VisualMarker", "decode", "encode",
-    "frame_start_sample", "known_types", "parse_ingress", "tokenize_like_llm",
+    "frame_samples", "frame_start_sample", "known_types", "parse_ingress", "tokenize_like_llm",
 ]

@@ -39,9 +39,9 @@ class ControlClient:
 
     def call(self, cmd: str, **args) -> dict | None:
         sock = make_socket(self.ctx, zmq.REQ, linger_ms=0)
-        sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
-        sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         try:
+            sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+            sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
             sock.connect(self.endpoint)
             sock.send(encode_request(cmd, **args))
             return decode(sock.recv())
@@ -64,8 +64,8 @@ class AsyncControlClient:
     async def call(self, cmd: str, **args) -> dict | None:
         async with self._lock:
             sock = make_socket(self.ctx, zmq.REQ, linger_ms=0)
-            sock.connect(self.endpoint)
             try:
+                sock.connect(self.endpoint)
                 await sock.send(encode_request(cmd, **args))
                 if not await sock.poll(self.timeout_ms):
                     return None

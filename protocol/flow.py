@@ -7,11 +7,17 @@ the new epoch at zero and consumers re-grant their windows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .envelope import Message, ProtocolError, register
 
 CREDIT_UNITS = ("chunks", "ms", "frames")
+
+
+def audio_cost_ms(n_samples: int, sample_rate: int) -> int:
+    """What ``n_samples`` of audio cost on the tts->stitcher link: whole milliseconds, rounded up."""
+    return math.ceil(n_samples * 1000 / sample_rate)
 
 
 @register

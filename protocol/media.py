@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .envelope import Buffer, Message, ProtocolError, register
-from .provenance import Provenance
+from .provenance import Provenance, is_integer
 
 FRAME_KINDS = ("speech", "fill")
 
@@ -18,6 +18,12 @@ FRAME_KINDS = ("speech", "fill")
 def frame_start_sample(frame_index: int, sample_rate: int, fps: int) -> int:
     """First sample of frame ``frame_index`` on the audio clock."""
     return frame_index * sample_rate // fps
+
+
+def frame_samples(first_frame: int, sample_rate: int, fps: int, n_frames: int = 1) -> int:
+    """How many samples frames ``[first_frame, first_frame + n_frames)`` cover (882 a frame at
+    22050 Hz, 25 fps)."""
+    return frame_start_sample(first_frame + n_frames, sample_rate, fps) - frame_start_sample(first_frame, sample_rate, fps)
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,11 @@ class ChunkStart:
     def from_dict(cls, record: dict) -> "ChunkStart":
         if set(record) != {f.name for f in dataclasses.fields(cls)}:
             raise ProtocolError("malformed", f"chunk_start needs sequence_id, start_sample, word_anchors, provenance; got {sorted(record)}")
-        if not all(isinstance(record[k], int) for k in ("sequence_id", "start_sample")):
+        if not all(is_integer(record[k]) for k in ("sequence_id", "start_sample")):
             raise ProtocolError("malformed", "chunk_start ids and samples must be integers")
         anchors = record["word_anchors"]
         if not isinstance(anchors, (tuple, list)) or not all(
-                isinstance(a, (tuple, list)) and len(a) == 2 and all(isinstance(x, int) for x in a) for a in anchors):
+                isinstance(a, (tuple, list)) and len(a) == 2 and all(is_integer(x) for x in a) for a in anchors):
             raise ProtocolError("malformed", "chunk_start word_anchors must be (char_offset, sample) pairs")
         if not isinstance(record["provenance"], dict):
             raise ProtocolError("malformed", "chunk_start provenance must be a map")
@@ -81,10 +87,9 @@ class AudioSpan(Message):
             raise ProtocolError("malformed", f"audio_span kind {self.kind!r}")
         if self.n_frames <= 0 or self.fps <= 0 or self.sample_rate <= 0:
             raise ProtocolError("malformed", "audio_span needs positive n_frames, fps and sample_rate")
-        start = frame_start_sample(self.first_frame, self.sample_rate, self.fps)
-        end = frame_start_sample(self.first_frame + self.n_frames, self.sample_rate, self.fps)
-        if len(self.pcm) != 2 * (end - start):
-            raise ProtocolError("malformed", f"audio_span pcm is {len(self.pcm)} bytes, frames need {2 * (end - start)}")
+        needed = frame_samples(self.first_frame, self.sample_rate, self.fps, self.n_frames)
+        if len(self.pcm) != 2 * needed:
+            raise ProtocolError("malformed", f"audio_span pcm is {len(self.pcm)} bytes, frames need {2 * needed}")
 
 
 @register
@@ -117,6 +122,6 @@ class AVPacket(Message):
             raise ProtocolError("malformed", f"av_packet kind {self.kind!r}")
         if len(self.pixels) != self.width * self.height * 3:
             raise ProtocolError("malformed", f"av_packet pixels are {len(self.pixels)} bytes for {self.width}x{self.height} RGB")
-        n = frame_start_sample(self.frame_index + 1, self.sample_rate, self.fps) - self.pts_sample
+        n = frame_samples(self.frame_index, self.sample_rate, self.fps)
         if len(self.pcm) != 2 * n:
             raise ProtocolError("malformed", f"av_packet pcm is {len(self.pcm)} bytes, frame needs {2 * n}")

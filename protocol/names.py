@@ -8,8 +8,10 @@ from __future__ import annotations
 
 #: The five media actors, upstream to downstream. `python -m actors NAME` runs one.
 ACTOR_NAMES = ("parser", "tts", "stitcher", "driver", "player")
+#: The web gateway's process name (its config section, endpoint and timeline actor).
+GATEWAY = "web"
 #: Supervised beside the actors but outside the media path (consumers of it).
-SERVICE_NAMES = ("web",)
+SERVICE_NAMES = (GATEWAY,)
 #: Every process the supervisor may launch.
 PROCESS_NAMES = ACTOR_NAMES + SERVICE_NAMES
 
@@ -27,13 +29,18 @@ def link_name(producer: str, consumer: str) -> str:
     return f"{producer}->{consumer}"
 
 
-#: The credit links of the media path and the unit each counts in.
+#: The credit links of the media path: the unit each counts in and the ``[flow]`` key of its
+#: window (what the consumer grants at the start of every epoch).
 CREDIT_LINKS = {
-    link_name("parser", "tts"): "chunks",
-    link_name("tts", "stitcher"): "ms",
-    link_name("stitcher", "driver"): "frames",
-    link_name("driver", "player"): "frames",
+    link_name("parser", "tts"): ("chunks", "tts_window_chunks"),
+    link_name("tts", "stitcher"): ("ms", "stitcher_window_ms"),
+    link_name("stitcher", "driver"): ("frames", "driver_window_frames"),
+    link_name("driver", "player"): ("frames", "player_window_frames"),
 }
+
+
+def credit_unit(producer: str, consumer: str) -> str:
+    return CREDIT_LINKS[link_name(producer, consumer)][0]
 
 #: What the fault injector can make an engine do (config ``fault.kind``).
 FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")

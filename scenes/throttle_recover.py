@@ -29,8 +29,7 @@ def run(scene: Scene) -> None:
     session.control.call("config_set", changes={"fault.kind": "none"})
     time.sleep(after)
     end = time.monotonic_ns()
-    session.control.call("barge_in", reason="end of the scene")
-    time.sleep(0.3)
+    session.barge_in("end of the scene")
     scene.notes["pressure_s"] = round((released_at - slow_at) / 1e9, 1)
     scene.notes["buffer_low_after_s"] = round((pressed["ts_ns"] - slow_at) / 1e9, 1) if pressed else None
 

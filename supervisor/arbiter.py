@@ -1,24 +1,27 @@
-"""The arbiter: launches the five actors and the web gateway, watches them, restarts them, stops them.
+"""The arbiter: launches the five actors and the web gateway, watches them, restarts them,
+stops them.
 
 Sockets it binds (endpoints from the config):
 
     timeline_in  XSUB  actors publish timeline events here ...
     timeline     XPUB  ... and subscribers read them here (a proxy thread joins the two)
-    system       PUB   barge-in epochs and shutdown, to every actor
-    health       PULL  READY, heartbeats and epoch requests from actors
+    system       PUB   barge-in epochs, config, describe and shutdown, to every actor
+    health       PULL  READY, heartbeats, infos, epoch acks and epoch requests from actors
     control      ROUTER  commands from `personas-supervisor` and other clients
 
 Liveness: actors beat every ``heartbeat_s`` from their main loop; ``liveness`` missed
-beats (or a dead process) means restart. Barge-ins are acknowledged on the health channel
-(``EpochAck``); control commands that need the actors' descriptors are answered from the
-loop once their Infos are in, so nothing here ever waits on an actor. A restart starts a new epoch first, so work in
+beats (or a dead process) means restart. A restart starts a new epoch first, so work in
 flight is dropped everywhere and every credit window is re-granted from scratch. More
-than ``max_restarts`` within ``restart_window_s`` stops everything cleanly.
+than ``max_restarts`` within ``restart_window_s`` stops everything cleanly. Barge-ins are
+acknowledged on the health channel (``EpochAck``); control commands that need the actors'
+descriptors are answered from the loop once their Infos are in: nothing here ever waits
+on an actor.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -35,7 +38,7 @@ from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, H
                       Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, live_changes, to_env
 from protocol.control_endpoint import encode_reply
-from protocol.names import ACTOR_NAMES, SERVICE_NAMES
+from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.transport import make_socket, send
 
 from . import commands
@@ -47,7 +50,7 @@ BARGE_GIVE_UP_S = 3.0
 #: How long a command waits for the actors' fresh descriptors before answering with what it has.
 DESCRIBE_TIMEOUT_S = 1.0
 #: The module each process runs as (``python -m ...``).
-PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, "web": ("gateway",)}
+PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, GATEWAY: ("gateway",)}
 
 
 class StartupError(RuntimeError):
@@ -61,7 +64,8 @@ class DescribeRound:
     request_id: int
     deadline: float
     waiting: set[str]
-    replies: list[tuple[bytes, commands.Pending]] = field(default_factory=list)
+    identity: bytes  # the control client the reply goes to
+    pending: commands.Pending
 
 
 @dataclass
@@ -254,7 +258,7 @@ class Arbiter:
         if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
             self.state = "running"
             LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
-            web = self.watchers.get("web")
+            web = self.watchers.get(GATEWAY)
             if web is not None and web.info.get("url"):
                 self.announce(f"Personas is live: open {web.info['url']} (ingress {self.endpoints['ingress']})")
             # The config again: a subscriber that joined late may have missed supervisor_start.
@@ -277,6 +281,8 @@ class Arbiter:
             return
         watcher.restarts.append(now)
         # New epoch first: whatever was in flight is stale, and credit starts over everywhere.
+        # The replacement starts in that epoch (PERSONAS_EPOCH), so it has nothing to acknowledge.
+        watcher.state = "starting"
         self.new_epoch(f"restart:{watcher.name}")
         self._spawn(watcher)
         if self.state == "running":
@@ -284,6 +290,7 @@ class Arbiter:
 
     def _stop_all(self) -> None:
         self.state = "stopping" if self.state != "failed" else "failed"
+        self._finish_describes(math.inf)  # nobody is left waiting for an answer
         try:
             send(self.system, Shutdown(reason=self.stop_reason or "stop"))
         except zmq.ZMQError:
@@ -412,17 +419,18 @@ class Arbiter:
         send(self.system, Describe(request_id=self._describe_id))
         waiting = {n for n, w in self.watchers.items() if w.state == "ready"}
         self._describing.append(DescribeRound(self._describe_id, time.monotonic() + DESCRIBE_TIMEOUT_S, waiting,
-                                              [(identity, pending)]))
+                                              identity, pending))
 
     def _finish_describes(self, now: float) -> None:
+        """Reply to each describe round whose Infos are all in, or whose time is up (at ``now``
+        = infinity: every open one, as the supervisor stops)."""
         for round_ in list(self._describing):
             round_.waiting = {n for n in round_.waiting if self.watchers[n].info_request < round_.request_id}
             if round_.waiting and now < round_.deadline:
                 continue
             self._describing.remove(round_)
             descriptors = {n: {**w.info, "fresh": w.info_request >= round_.request_id} for n, w in self.watchers.items()}
-            for identity, pending in round_.replies:
-                self._reply(identity, commands.finish(pending, descriptors))
+            self._reply(round_.identity, commands.finish(round_.pending, descriptors))
 
     # -- views ---------------------------------------------------------------------------------------
     def status(self) -> dict:

@@ -184,13 +184,14 @@ def bench() -> None:
     pass
 
 
-#: Each benchmark: its help line, its own options with their defaults, and whether it starts a
-#: system (then it takes --config/--set too). All write their figures under their name in --json.
+#: Each benchmark, in the order `bench all` runs them: its help line, its own options with
+#: their defaults, and whether it starts a system (then it takes --config/--set too). All write
+#: their figures under their name in --json.
 BENCHMARKS = {
     "ttff": ("Time to first frame from the first sentence-ending token, vs the floor.", {"runs": 10}, True),
+    "sync": ("A/V skew and presentation lateness, idle and with both cores loaded.", {}, True),
     "bargein": ("Barge-in at random points: time to the last old audio sample, vs the next frame boundary.",
                 {"points": 50}, True),
-    "sync": ("A/V skew and presentation lateness, idle and with both cores loaded.", {}, True),
     "sustained": ("Minutes of narration at 25 fps: CPU, underflows, RSS slope, vs idle.", {"seconds": 300}, True),
     "hop": ("One frame between two processes over ZeroMQ, vs a memory copy.", {}, False),
     "baseline": ("The naive approach (wait, synthesise all, render all) vs streaming.", {}, True),
@@ -229,7 +230,7 @@ for _name, (_summary, _defaults, _starts_system) in BENCHMARKS.items():
 @OPTION_CONFIG
 @OPTION_SET
 def bench_all(json_path, seconds, config_path, overrides) -> None:
-    for name in ("ttff", "sync", "bargein", "sustained", "hop", "baseline"):
+    for name in BENCHMARKS:
         click.echo(f"\n== bench {name} ==")
         options = {**BENCHMARKS[name][1], **({"seconds": seconds} if name == "sustained" else {})}
         save_bench(json_path, name, run_benchmark(name, config_path, overrides, **options))

@@ -1,4 +1,4 @@
-"""TTS engine adapters behind one interface , each with a capability descriptor."""
+"""TTS engine adapters behind one interface, each with a capability descriptor."""
 
 from .base import Synthesis, TTSAdapter, word_anchors
 from .voice import VoiceSchema, VoiceSchemaError, load_voice

@@ -1,8 +1,8 @@
 """The driver's rendering core: persona, motion, renderer, and the async generate_frames.
 
-``FaceDriver.generate_frames(audio_buffer, visual_state)`` is the async interface seed
-000 asks for; the driver actor uses the same object's synchronous ``render_frames``
-in its loop.
+``FaceDriver.generate_frames(audio_buffer, visual_state)`` is the async interface for
+library use (an asyncio program renders without blocking its loop); the driver actor uses
+the same object's synchronous ``render_frames`` in its own loop.
 """
 
 from __future__ import annotations

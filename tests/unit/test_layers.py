@@ -14,8 +14,9 @@ from protocol.names import ACTOR_NAMES
 ROOT = Path(__file__).resolve().parents[2]
 #: Bottom to top: a package may import its own layer and the ones below, never above.
 LAYERS = ("protocol", "actors", "gateway", "clients", "scenes", "bench", "supervisor")
-#: Runtime: what runs inside the supervised processes.
+#: Runtime: what runs inside the supervised processes, and the supervisor's own loop.
 RUNTIME = ("actors", "gateway")
+RUNTIME_MODULES = ("supervisor/arbiter.py", "supervisor/commands.py")
 CLIENT_TOOLING = ("clients", "bench", "scenes")
 #: Longest function allowed where the runtime lives (an actor's loop must fit on a screen).
 MAX_FUNCTION_LINES = 80
@@ -62,8 +63,9 @@ def test_no_import_cycle_between_packages():
 
 
 def test_runtime_never_imports_client_tooling():
+    runtime = [(p, pkg) for pkg in RUNTIME for p in modules(pkg)] + [(ROOT / m, "supervisor") for m in RUNTIME_MODULES]
     offenders = [f"{p.relative_to(ROOT)} imports {sorted(imported_packages(p, pkg) & set(CLIENT_TOOLING))}"
-                 for pkg in RUNTIME for p in modules(pkg) if imported_packages(p, pkg) & set(CLIENT_TOOLING)]
+                 for p, pkg in runtime if imported_packages(p, pkg) & set(CLIENT_TOOLING)]
     assert not offenders, offenders
 
 
@@ -101,3 +103,26 @@ def test_every_actor_module_defines_its_actor_class_with_a_short_loop(name):
     assert len(loops) == 1, f"{cls.__name__}.run should hold the one while loop"
     handlers = [n for n in vars(cls) if n.startswith("on_")]
     assert "on_epoch" in handlers and len(handlers) >= 2, handlers
+
+
+def test_the_shared_names_are_the_configs_names():
+    """protocol.names is the one list of endpoints and processes: the default config, every
+    private-port config and the supervisor all read it, so it must match the config's keys."""
+    import tomllib
+
+    from protocol.names import CREDIT_LINKS, ENDPOINT_NAMES, PROCESS_NAMES
+
+    defaults = tomllib.loads((ROOT / "configs" / "default.toml").read_text())
+    assert set(ENDPOINT_NAMES) == set(defaults["endpoints"]) and len(ENDPOINT_NAMES) == len(set(ENDPOINT_NAMES))
+    assert set(PROCESS_NAMES) <= set(ENDPOINT_NAMES)  # every process has an inbox
+    assert {key for _, key in CREDIT_LINKS.values()} <= set(defaults["flow"])  # every link's window is configured
+
+
+def test_credit_links_are_spelled_only_in_protocol_names():
+    """A link name ("parser->tts") written out by hand drifts from the one the credit audit
+    replays; everything derives it with protocol.names.link_name."""
+    from protocol.names import CREDIT_LINKS
+
+    spelled = [f"{p.relative_to(ROOT)}" for pkg in ("actors", "gateway", "supervisor", "clients") for p in modules(pkg)
+               if any(f'"{link}"' in p.read_text() for link in CREDIT_LINKS)]
+    assert not spelled, spelled
