@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 CLIENT := tests/clients/feed_tokens
 PYTEST := $(BIN)/pytest -q
 
-.PHONY: all venv deps test test-unit test-process test-e2e test-loaded demo bench clean
+.PHONY: all venv deps faces test test-unit test-process test-e2e test-loaded demo bench clean
 
 all: venv
 
@@ -28,9 +28,23 @@ $(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
+	# Resemblyzer's speaker-encoder weights (persona voice embeddings); its own dependencies
+	# (librosa, webrtcvad) are not needed: persona/voice_embedding.py has its own front end.
+	$(BIN)/pip install -q --no-deps "resemblyzer==0.1.4"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Real photos for the persona builder's tests (several of one person, another person, partial
+# faces): the face_recognition sdist ships them; fetched from the package index, not checked in.
+FACES := tests/data/faces
+$(FACES)/.fetched:
+	rm -rf $(FACES) && mkdir -p $(FACES)/sdist
+	$(BIN)/pip download -q --no-binary :all: --no-deps face_recognition==1.3.0 -d $(FACES)/sdist
+	tar -xzf $(FACES)/sdist/face_recognition-1.3.0.tar.gz -C $(FACES) --strip-components=3 face_recognition-1.3.0/tests/test_images
+	rm -rf $(FACES)/sdist && touch $@
+
+faces: venv $(FACES)/.fetched
 
 $(CLIENT): tests/clients/feed_tokens.c | deps
 	gcc -O2 -Wall -Wextra -o $@ $< -lzmq
@@ -38,7 +52,7 @@ $(CLIENT): tests/clients/feed_tokens.c | deps
 # The three tiers: in-process (no child process, < 60 s), one actor on real sockets, the real supervisor.
 test: test-unit test-process test-e2e
 
-test-unit: deps venv
+test-unit: deps venv $(FACES)/.fetched
 	$(PYTEST) tests/unit
 
 test-process: deps venv

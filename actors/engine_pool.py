@@ -24,7 +24,7 @@ from protocol import TextChunk
 
 from .adapters import Synthesis, TTSAdapter, make_adapter
 from .adapters.fault import FaultInjector
-from .adapters.voice import VoiceSchema
+from persona.voice import VoiceSchema
 from .runtime import ActorContext
 
 #: First guess of audio per character before an engine has been observed.

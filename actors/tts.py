@@ -23,7 +23,9 @@ from protocol import AudioChunk, ConfigUpdate, Credit, TextChunk
 from protocol.flow import audio_cost_ms
 from protocol.config import apply_changes
 
-from .adapters import Synthesis, VoiceSchemaError, load_voice
+from persona.voice import VoiceSchemaError, load_voice
+
+from .adapters import Synthesis
 from .adapters.fault import FaultInjector
 from .engine_pool import Engine, EnginePool, Job
 from .rate_controller import RateController

@@ -34,7 +34,8 @@ class Floor:
     sentence with the same engine and settings, then render one frame."""
 
     def __init__(self, config: dict):
-        from actors.adapters import load_voice, make_adapter
+        from actors.adapters import make_adapter
+        from persona.voice import load_voice
         from actors.render import FaceDriver
 
         self.voice = load_voice(config["voice"]["persona"])
@@ -319,7 +320,8 @@ def hop(frames: int = 400, echo: Callable[[str], None] = print) -> dict:
 def baseline(config_path: str | None, overrides, rate: float = 40.0, echo: Callable[[str], None] = print) -> dict:
     """The naive pipeline (wait for the whole LLM text, synthesise it all, render every frame)
     against Personas streaming the same script at the same token rate, in the same run."""
-    from actors.adapters import load_voice, make_adapter
+    from actors.adapters import make_adapter
+    from persona.voice import load_voice
     from actors.render import FaceDriver, frame_rms
 
     from protocol import tokenize_like_llm

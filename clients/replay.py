@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.adapters import load_voice, make_adapter
+from actors.adapters import make_adapter
+from persona.voice import load_voice
 from actors.dsp import apply_gain, barge_cut, crossfade_ramps, overlap_add, place_timing, resample
 from protocol import frame_samples, frame_start_sample
 

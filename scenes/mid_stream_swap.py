@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from actors.adapters import load_voice, make_adapter
+from actors.adapters import make_adapter
+from persona.voice import load_voice
 
 from .harness import Scene
 from .texts import STORY

@@ -384,7 +384,7 @@ class Arbiter:
         if changes.get("tts.fallback") not in (None, "", *tts["adapters"]):
             raise ValueError(f"tts.fallback must be '' or one of {tts['adapters']}")
         if "voice.persona" in changes:
-            from actors.adapters.voice import load_voice
+            from persona.voice import load_voice
 
             load_voice(changes["voice.persona"])  # fail here, not in the actor
         apply_changes(self.config, changes)

@@ -1,7 +1,6 @@
 """TTS engine adapters behind one interface, each with a capability descriptor."""
 
 from .base import Synthesis, TTSAdapter, word_anchors
-from .voice import VoiceSchema, VoiceSchemaError, load_voice
 
 ADAPTERS = ("piper", "espeak", "wyoming")
 
@@ -23,5 +22,4 @@ def make_adapter(name: str, config: dict) -> TTSAdapter:
     raise ValueError(f"unknown TTS adapter {name!r} (known: {', '.join(ADAPTERS)})")
 
 
-__all__ = ["ADAPTERS", "Synthesis", "TTSAdapter", "VoiceSchema", "VoiceSchemaError", "load_voice", "make_adapter",
-           "word_anchors"]
+__all__ = ["ADAPTERS", "Synthesis", "TTSAdapter", "make_adapter", "word_anchors"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .voice import VoiceSchema
+from persona.voice import VoiceSchema
 
 _WORD = re.compile(r"\S+")
 #: Phoneme symbols that separate or bracket words in Piper/espeak output.

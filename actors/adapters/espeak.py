@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from .base import Synthesis, TTSAdapter, split_multichar
-from .voice import VoiceSchema
+from persona.voice import VoiceSchema
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS = 0x0001

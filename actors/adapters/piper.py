@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Synthesis, TTSAdapter, word_anchors
-from .voice import VoiceSchema
+from persona.voice import VoiceSchema
 
 
 def seed_random_nodes(model) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .base import Synthesis, TTSAdapter, split_multichar
 from .espeak import EspeakEngine
-from .voice import VoiceSchema
+from persona.voice import VoiceSchema
 
 MAX_LINE = 64 * 1024
 MAX_DATA = 1024 * 1024  # the describe reply lists every voice the server knows (~90 KB for piper)

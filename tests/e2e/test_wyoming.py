@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.adapters import load_voice, make_adapter
+from actors.adapters import make_adapter
+from persona.voice import load_voice
 from clients.ports import write_private_config
 from clients.session import Session
 from clients.wyoming_server import WyomingServer
