@@ -14,9 +14,10 @@ PYTEST := $(BIN)/pytest -q
 all: venv
 
 # System packages the tests need (Debian): libzmq for the C client, the espeak-ng engine,
-# Chromium for the browser test (Playwright drives the system browser: no download).
+# Chromium for the browser test (Playwright drives the system browser: no download),
+# PostgreSQL for the registry's server backend (the tests start their own, in a temp dir).
 # As root the missing ones are installed; otherwise one line says what to run.
-DEBS := gcc make python3-venv libzmq3-dev pkg-config espeak-ng chromium
+DEBS := gcc make python3-venv libzmq3-dev pkg-config espeak-ng chromium postgresql
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -18,8 +18,9 @@ from collections import deque
 
 import numpy as np
 
-from protocol import AudioSpan, AVPacket, ChunkStart, Credit, Provenance, VisualMarker, frame_start_sample
+from protocol import AudioSpan, AVPacket, ChunkStart, ConfigUpdate, Credit, Provenance, VisualMarker, frame_start_sample
 
+from .face_host import FaceHost
 from .render import FaceDriver, MarkerError, frame_rms
 from .runtime import ActorContext, CreditLedger, grants_descriptor
 
@@ -35,7 +36,7 @@ class Driver:
         flow = ctx.config["flow"]
         self.window = int(flow["driver_window_frames"])
         self.max_batch = int(flow["max_render_batch"])
-        self.face = face or FaceDriver(ctx.config)
+        self.host = FaceHost(ctx, face)
         self.face.warmup(tuple(sorted({1, 2, 4, self.max_batch})))
         self.sr, self.fps = self.face.sample_rate, self.face.fps
         self.player_credit = CreditLedger(NAME, "player")
@@ -50,9 +51,12 @@ class Driver:
         self.speech_streak = 0  # speech frames sent since speech (re)started: batches ramp 1, 1, 2, 4, ...
         self.depth_changed = False
 
+    @property
+    def face(self) -> FaceDriver:
+        return self.host.face
+
     def describe(self) -> dict:
-        return {"actor": NAME, "renderer": self.face.renderer.describe(),
-                "persona": {"name": self.face.pack.name, **self.face.pack.qc},
+        return {"actor": NAME, "renderer": self.face.renderer.describe(), "persona": self.host.describe(),
                 "consumes": ["audio_span <- stitcher", "visual_marker <- parser", "credit <- player (frames)"],
                 "produces": ["av_packet -> player", "credit -> stitcher (frames)"],
                 "credit": {"grants": grants_descriptor("stitcher", NAME, self.window),
@@ -63,12 +67,14 @@ class Driver:
         ctx = self.ctx
         poller = ctx.poller()
         ctx.ready(self.describe())
+        self.host.start()
         ctx.grant("stitcher", self.window, depth=0)
         while ctx.running:
             poller.poll(0 if self.can_render() else ctx.poll_timeout_ms())
             ctx.receive(self)
             self.step()
             ctx.heartbeat(self.stats())
+        self.host.close()
 
     def stats(self) -> dict:
         return {"queued_frames": self.queued_frames(), "next_frame": self.next_frame(),
@@ -76,6 +82,7 @@ class Driver:
                 "credit": {"player_frames": self.player_credit.available}, "device": str(self.face.device)}
 
     def step(self) -> None:
+        self.host.step()
         if self.can_render():
             self.render_batch()
         elif self.depth_changed:
@@ -103,6 +110,9 @@ class Driver:
             self.player_credit.enter_epoch(epoch)
             self.ctx.grant("stitcher", self.window, depth=0)
 
+    def on_config(self, update: ConfigUpdate) -> None:
+        self.host.on_config(update)
+
     def on_credit(self, credit: Credit) -> None:
         self.player_credit.on_credit(credit)
         self.sent_since_report = 0
@@ -113,6 +123,8 @@ class Driver:
             self.ctx.error("receive", "credit_exceeded", f"span of {span.n_frames} frames beyond the window",
                            frame=span.first_frame)
         self.spans.append(span)
+        if span.kind == "speech":
+            self.host.on_speech(span.utterance_id, span.first_frame)
         starts = sorted(s.start_sample for s in span.chunk_starts)
         for i, first in enumerate(starts):  # one call per chunk: replay rebuilds exactly these groups
             until = starts[i + 1] if i + 1 < len(starts) else float("inf")
@@ -144,18 +156,20 @@ class Driver:
         frame = sample * self.fps // self.sr
         upcoming = self.next_frame()
         late = upcoming >= 0 and frame < upcoming
-        applied = max(frame, upcoming) if late else frame
+        applied_frame = max(frame, upcoming) if late else frame
         try:
-            self.face.animator.apply_marker(marker.command, marker.value, applied)
+            applied = self.host.apply_marker(marker, applied_frame)
         except MarkerError as exc:
             self.ctx.error("marker", "unknown_marker", str(exc), utterance_id=marker.utterance_id,
                            chunk_id=marker.sequence_id)
             return
+        if applied is None:
+            return  # the persona's behaviour policy dropped it (a `clamp` event says why)
         self.ctx.emit("marker", "late" if late else "ok", frame=frame, utterance_id=marker.utterance_id,
                       chunk_id=marker.sequence_id,
                       data={"command": marker.command, "value": marker.value, "char_offset": marker.timestamp_offset,
                             "sample": sample, "ms_into_chunk": round((sample - chunk.start_sample) * 1000 / self.sr, 1),
-                            "applied_frame": applied})
+                            "applied_frame": applied_frame, "applied": list(applied)})
 
     # -- rendering ------------------------------------------------------------------------------
     def batch_size(self, head: AudioSpan) -> int:
@@ -180,6 +194,7 @@ class Driver:
         base = frame_start_sample(head.first_frame, self.sr, self.fps)
         bounds = [frame_start_sample(int(f), self.sr, self.fps) - base for f in range(first, first + n + 1)]
         rms = np.array([frame_rms(pcm, bounds[i], bounds[i + 1]) for i in range(n)])
+        self.host.before_render(first)
         started = time.perf_counter()
         images = self.face.render_frames(frames, rms)
         render_ms = (time.perf_counter() - started) * 1000
@@ -195,6 +210,7 @@ class Driver:
         for i, frame in enumerate(frames):
             final = head.final and i == n - 1 and self.rendered_in_head + n == head.n_frames
             self.send_frame(head, int(frame), images[i], pcm[bounds[i]:bounds[i + 1]], final, render_ms / n)
+        self.host.after_render(int(frames[-1]), images[-1])
         self.rendered_in_head += n
         self.sent_since_report += n
         if self.rendered_in_head == head.n_frames:

@@ -151,10 +151,9 @@ class Replay:
 
     def present(self, out: str | Path | None, keep_images: bool) -> None:
         """The driver's animator through the driver's own event sequence, and the player's ticks."""
-        from actors.render import FaceDriver
         from actors.sinks import Mp4Recorder, Overlay
 
-        self.face = FaceDriver(self.config)
+        self.face = self.face_for(self.first_persona())
         width, height = self.face.renderer.width, self.face.renderer.height
         player = self.config["player"]
         self.overlay = Overlay(width, height, player["overlay_text"], player["overlay_logo"])
@@ -172,6 +171,20 @@ class Replay:
             if self.recorder.error:
                 raise ReplayError(f"recording failed: {self.recorder.error}")
 
+    def first_persona(self) -> str:
+        """The persona version the driver announced first (the config may say only "latest")."""
+        first = next((e for e in self.events if e["actor"] == "driver" and e["stage"] == "persona"), None)
+        return first["data"]["ref"] if first else str(self.config["persona"]["id"])
+
+    def face_for(self, ref: str):
+        import copy
+
+        from actors.render import FaceDriver
+
+        config = copy.deepcopy(self.config)
+        config["persona"]["id"] = ref
+        return FaceDriver(config)
+
     def on_driver_event(self, e: dict) -> None:
         from actors.render import frame_rms
 
@@ -179,7 +192,14 @@ class Replay:
         if e["stage"] == "barge_in":
             animator.forget_speech()
         elif e["stage"] == "marker" and e["result"] in ("ok", "late"):
-            animator.apply_marker(e["data"]["command"], e["data"]["value"], int(e["data"]["applied_frame"]))
+            command, value = e["data"].get("applied") or (e["data"]["command"], e["data"]["value"])
+            animator.apply_marker(command, value, int(e["data"]["applied_frame"]))
+        elif e["stage"] == "anchor":
+            self.face.schedule_switch(e["data"]["to"], e["frame"], e["data"]["dissolve_frames"])
+        elif e["stage"] == "persona" and e["frame"] > 0:  # a change of persona at an utterance boundary
+            face = self.face_for(e["data"]["ref"])
+            face.animator.rows = animator.rows.copy()
+            self.face = face
         elif e["stage"] == "render" and e["result"] == "ok":
             for chunk_id in e["data"].get("added_chunks", []):
                 animator.add_phonemes(self.phonemes.get((e["epoch"], chunk_id), []))

@@ -7,8 +7,10 @@ landmarks, with thresholds named here so a QC reason can say which one failed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,7 +26,7 @@ MIN_SHARPNESS = 80.0
 FACE_PROBE_PX = 128
 #: Faces are found on a copy at most this large (dlib's cost grows with the pixels); landmarks
 #: and embeddings use the full photo.
-DETECT_MAX_PX = 1024
+DETECT_MAX_PX = 800
 #: Mean face luminance below which a photo is too dark to use (0..255).
 MIN_LUMA = 35.0
 #: A detection box may stick out of the image by this share of its width before the face is partial.
@@ -64,8 +66,26 @@ def _dlib():
             dlib.face_recognition_model_v1(models.face_recognition_model_location()))
 
 
+#: Photos analysed recently: a rebuild (or a second build sharing photos) skips detection.
+ANALYSED = 32
+_found: "OrderedDict[bytes, list[Face]]" = OrderedDict()
+
+
 def find_faces(image: np.ndarray) -> list[Face]:
-    """Every frontal face dlib finds with a real face's score, most confident first."""
+    """Every frontal face dlib finds with a real face's score, most confident first (cached by
+    the photo's pixels: detection is the builder's main cost)."""
+    key = hashlib.sha1(image.tobytes() + repr(image.shape).encode()).digest()
+    if key in _found:
+        _found.move_to_end(key)
+        return _found[key]
+    faces = detect_faces(image)
+    _found[key] = faces
+    while len(_found) > ANALYSED:
+        _found.popitem(last=False)
+    return faces
+
+
+def detect_faces(image: np.ndarray) -> list[Face]:
     import dlib
     from PIL import Image
 

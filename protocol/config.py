@@ -32,6 +32,7 @@ LIVE_KEYS = frozenset({
     "controller.enabled", "controller.mode", "controller.first_fragment", "controller.min_first_words",
     "controller.comfort_low_ms", "controller.comfort_high_ms",
     "fault.adapter", "fault.kind", "fault.ms",
+    "persona.id",
 })
 #: Allowed values for the enumerated keys.
 CHOICES = {

@@ -115,10 +115,41 @@ class FileWatch:
         return sorted(p for p, v in after.items() if self.before.get(p) != v)
 
 
-def written_files(pids: list[int], allowed: list[str]) -> list[str]:
-    """Regular files the processes hold open for writing right now (from /proc)."""
-    found = []
+def process_tree(pids: list[int]) -> list[int]:
+    """The processes and all their descendants (an actor's helper process counts as the actor)."""
+    import psutil
+
+    found = set(pids)
     for pid in pids:
+        try:
+            found |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+    return sorted(found)
+
+
+def shared_memory_in_use(pids: list[int]) -> list[str]:
+    """Files under /dev/shm the processes (or their helpers) have open or mapped and that still
+    exist: shared memory is ours only when we hold it, since any program may use /dev/shm.
+    POSIX semaphores (``sem.*``, a queue's lock to a helper process) and unlinked segments
+    hold no data anyone could read back, so they do not count."""
+    found = set()
+    for pid in process_tree(pids):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            fds = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        paths = [line.split(None, 5)[5] for line in maps if len(line.split(None, 5)) == 6] + fds
+        found |= {f"{pid}:{path}" for path in paths if path.startswith("/dev/shm/") and not path.endswith("(deleted)")
+                  and not path.startswith("/dev/shm/sem.")}
+    return sorted(found)
+
+
+def written_files(pids: list[int], allowed: list[str]) -> list[str]:
+    """Regular files the processes (and their helpers) hold open for writing right now (from /proc)."""
+    found = []
+    for pid in process_tree(pids):
         fd_dir = Path(f"/proc/{pid}/fd")
         try:
             fds = list(fd_dir.iterdir())

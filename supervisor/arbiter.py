@@ -387,6 +387,10 @@ class Arbiter:
             from persona.voice import load_voice
 
             load_voice(changes["voice.persona"])  # fail here, not in the actor
+        if "persona.id" in changes:
+            problem = check_persona({**self.config, "persona": {**self.config["persona"], "id": changes["persona.id"]}})
+            if problem:
+                raise ValueError(problem)
         apply_changes(self.config, changes)
         self.config_version += 1
         self._config_set_at = time.monotonic()
@@ -458,6 +462,23 @@ class Arbiter:
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
         self.state = "stopping"
+
+
+def check_persona(config: dict) -> str:
+    """Why ``persona.id`` cannot be rendered ("" when it can): an unknown persona or version, a
+    build that never published. The built-in one ("" id) is built by the driver if missing."""
+    if not str(config["persona"]["id"]).strip():
+        return ""
+    from actors.render.persona import PersonaUnavailable, resolve_pack
+
+    try:
+        pack = resolve_pack(config)
+    except PersonaUnavailable as exc:
+        return str(exc)
+    modes = {a.mode for a in pack.anchors()}
+    if config["persona"]["mode"] not in modes:
+        return f"persona {pack.ref} has no {config['persona']['mode']} anchors (it has: {', '.join(sorted(modes))})"
+    return ""
 
 
 def _kill_tree(proc: subprocess.Popen | None, _grace: float) -> None:

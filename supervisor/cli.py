@@ -31,16 +31,23 @@ def main() -> None:
 @OPTION_CONFIG
 @OPTION_SET
 @click.option("--record", type=click.Path(dir_okay=False), help="record presented A/V to this MP4 (H.264 + AAC)")
-def up(config_path, overrides, record) -> None:
+@click.option("--persona", "persona_ref", metavar="ID[@VERSION]",
+              help="speak with this persona from the registry (default: the built-in astronaut)")
+def up(config_path, overrides, record, persona_ref) -> None:
     import logging
 
     from actors.runtime import setup_logging
 
-    from .arbiter import Arbiter, StartupError
+    from .arbiter import Arbiter, StartupError, check_persona
 
     config = resolve_config(config_path, overrides)
     if record:
         config["player"]["record"] = record
+    if persona_ref is not None:
+        config["persona"]["id"] = persona_ref
+    problem = check_persona(config)
+    if problem:  # before any actor starts: a clear error, not a driver in a crash loop
+        raise click.ClickException(problem)
     setup_logging("super")
     logging.getLogger("personas.supervisor").info(
         "starting parser, tts, stitcher, driver, player; ingress %s, timeline %s, control %s",

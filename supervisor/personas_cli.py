@@ -15,6 +15,7 @@ from clients.timeline import TimelineRecorder
 from protocol import tokenize_like_llm
 
 from . import cli as supervisor_cli
+from . import persona_cli
 from .cli import OPTION_CONFIG, OPTION_SET, resolve_config
 
 
@@ -156,6 +157,8 @@ def replay(timeline, out) -> None:
 
 
 main.add_command(supervisor_cli.barge_in)
+main.add_command(persona_cli.persona)
+main.add_command(persona_cli.registry)
 
 
 @main.group(help="Behavioural scenes: each writes scenes/_artifacts/<scene>/ and a verdict.")

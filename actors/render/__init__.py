@@ -13,8 +13,10 @@ from typing import AsyncGenerator
 
 import numpy as np
 
-from .motion import FaceAnimator, MarkerError
-from .persona import PersonaPack, load_or_build
+from persona.hooks import AnchorRefreshPolicy, BehaviorPolicyClamp, select_anchor, wanted_expression
+
+from .motion import FaceAnimator, MarkerError, ease_in_out
+from .persona import LoadedPersona, load_persona
 
 
 class DeviceUnavailable(RuntimeError):
@@ -62,10 +64,29 @@ class VisualState:
     markers: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-class FaceDriver:
-    """Persona + renderer + animator: frames for audio."""
+@dataclass(frozen=True)
+class AnchorSwitch:
+    """From ``frame`` on the face is rendered from ``to``, cross-dissolved from ``source`` over
+    ``frames`` frames (eased): the viewer sees no cut."""
 
-    def __init__(self, config: dict, pack: PersonaPack | None = None):
+    frame: int
+    source: str | None
+    to: str
+    frames: int
+
+
+class FaceDriver:
+    """Persona + renderers (one per anchor of the camera mode) + animator: frames for audio.
+
+    The runtime hooks live here: the anchor to render from (``select_anchor`` on an expression
+    marker, ``AnchorRefreshPolicy`` at a turn boundary) and the behaviour clamp on markers and
+    idle motion. Every decision is returned, for the timeline, and can be replayed with
+    :meth:`schedule_switch`.
+    """
+
+    MAX_SWITCHES = 8
+
+    def __init__(self, config: dict, persona: LoadedPersona | None = None):
         import torch
 
         from .warp import ParametricWarpRenderer
@@ -73,27 +94,102 @@ class FaceDriver:
         media, device_cfg, driver_cfg = config["media"], config["device"], config["driver"]
         torch.set_num_threads(int(device_cfg["threads"]))
         self.device, self.dtype = select_device(list(device_cfg["preference"]), bool(device_cfg["allow_cpu"]), device_cfg["dtype"])
-        if pack is None:
-            from protocol.config import cache_dir
-
-            pack = load_or_build(config["persona"]["image"], float(config["persona"]["crop_scale"]), cache_dir(config))
-        self.pack = pack
+        self.persona = persona or load_persona(config)
         self.fps, self.sample_rate = int(media["fps"]), int(media["sample_rate"])
-        self.renderer = ParametricWarpRenderer(pack, int(media["width"]), int(media["height"]), self.device, self.dtype)
+        size = (int(media["width"]), int(media["height"]))
+        self.renderers = {aid: ParametricWarpRenderer(face, *size, self.device, self.dtype)
+                          for aid, face in self.persona.faces.items()}
+        self.renderer = next(iter(self.renderers.values()))  # size, name and describe() are the same for all
+        self.clamp = BehaviorPolicyClamp(self.persona.pack.behavior_policy)
+        self.refresh_policy = AnchorRefreshPolicy(float(config["persona"]["drift_reset"]))
+        self.dissolve_frames = int(config["persona"]["dissolve_frames"])
         self.animator = FaceAnimator(self.sample_rate, self.fps, coarticulation_ms=float(driver_cfg["coarticulation_ms"]),
                                      ease_frames=int(driver_cfg["marker_ease_frames"]),
-                                     idle_motion=bool(driver_cfg["idle_motion"]))
+                                     idle_motion=bool(driver_cfg["idle_motion"]),
+                                     blink_interval_s=self.clamp.blink_interval_s(),
+                                     expression_scale=self.clamp.expression_intensity)
+        first = select_anchor(list(self.persona.anchors.values()), self.persona.mode, "neutral", None)
+        self.switches = [AnchorSwitch(0, None, first.anchor.anchor_id, 0)]
+        self.first_selection = first
+
+    @property
+    def anchor(self):
+        """The anchor the latest switch renders from (the one on screen once it has eased in)."""
+        return self.persona.anchors[self.switches[-1].to]
 
     def warmup(self, batch_sizes=(1, 2, 4, 8)) -> None:
         """Run every batch size once so no first-call cost lands on a real frame."""
         from .motion import N_PARAMS
 
-        for b in batch_sizes:
-            self.renderer.render(np.zeros((b, N_PARAMS), np.float32))
+        for renderer in self.renderers.values():
+            for b in batch_sizes:
+                renderer.render(np.zeros((b, N_PARAMS), np.float32))
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def apply_marker(self, command: str, value: str, frame: int, drift_stats: dict | None = None) -> dict:
+        """A marker at ``frame``, through the behaviour clamp and anchor selection. Returns what
+        was decided: ``applied`` (the marker the animator got, or None if dropped), ``clamp``
+        (why it was changed), ``switch`` (an AnchorSwitch, with ``reason``)."""
+        command, value, why = self.clamp.clamp_marker(command, value)
+        decision: dict = {"clamp": why, "switch": None, "reason": "", "applied": None}
+        if not value:
+            return decision
+        if command == "expression":
+            selection = select_anchor(list(self.persona.anchors.values()), self.persona.mode, value, self.anchor,
+                                      drift_stats)
+            if selection.anchor.anchor_id != self.anchor.anchor_id:
+                decision["switch"], decision["reason"] = self.schedule_switch(selection.anchor.anchor_id, frame), selection.reason
+            if selection.anchor.expression == wanted_expression(value) != "neutral":
+                value = "neutral"  # the photo itself shows it: the warp must not add it again
+        self.animator.apply_marker(command, value, frame)
+        decision["applied"] = (command, value)
+        return decision
+
+    def refresh_at_turn(self, turn_index: int, drift_trend: float | None, frame: int) -> dict | None:
+        """A turn boundary: the refresh policy may send the face back to its neutral anchor."""
+        reset, why = self.refresh_policy.force_reset(turn_index, drift_trend)
+        if not reset:
+            return None
+        neutral = select_anchor(list(self.persona.anchors.values()), self.persona.mode, "neutral", None).anchor
+        if neutral.anchor_id == self.anchor.anchor_id:
+            return None
+        return {"switch": self.schedule_switch(neutral.anchor_id, frame), "reason": why}
+
+    def schedule_switch(self, to: str, frame: int, frames: int | None = None) -> AnchorSwitch:
+        if to not in self.renderers:
+            raise MarkerError(f"anchor {to!r} is not in persona {self.persona.ref}")
+        source = self.switches[-1].to
+        frames = 0 if source == to else (self.dissolve_frames if frames is None else frames)
+        switch = AnchorSwitch(frame, source, to, frames)
+        self.switches = [s for s in self.switches if s.frame <= frame][-self.MAX_SWITCHES:] + [switch]
+        return switch
+
+    # -- rendering ------------------------------------------------------------------------------
+    def blend_at(self, frame: int) -> tuple[str, str | None, float]:
+        """(anchor, the one dissolving in or None, its weight 0..1) for one frame."""
+        current = next((s for s in reversed(self.switches) if s.frame <= frame), self.switches[0])
+        if current.source is None or current.frames <= 0 or frame >= current.frame + current.frames:
+            return current.to, None, 0.0
+        weight = float(ease_in_out((frame - current.frame) / current.frames))
+        return current.source, current.to, weight
 
     def render_frames(self, frames: np.ndarray, rms: np.ndarray) -> np.ndarray:
         """(B,) global frame indices and their audio RMS -> (B, H, W, 3) uint8 RGB."""
-        return self.renderer.render(self.animator.params(frames, rms))
+        params = self.animator.params(frames, rms)
+        plan = [self.blend_at(int(f)) for f in frames]
+        needed = {a for a, _, _ in plan} | {b for _, b, _ in plan if b is not None}
+        if len(needed) == 1:
+            return self.renderers[needed.pop()].render(params)
+        out = None
+        for aid in sorted(needed):
+            rows = [i for i, (a, b, _) in enumerate(plan) if aid in (a, b)]
+            images = self.renderers[aid].render(params[rows]).astype(np.float32)
+            if out is None:
+                out = np.zeros((len(frames), *images.shape[1:]), np.float32)
+            for image, i in zip(images, rows):
+                a, b, w = plan[i]
+                out[i] += image * ((1.0 - w) if aid == a else w)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     async def generate_frames(self, audio_buffer: AudioBuffer, visual_state: VisualState,
                               batch: int = 8) -> AsyncGenerator[np.ndarray, None]:

@@ -195,14 +195,23 @@ class ExpressionTrack:
 
 # -- idle life ----------------------------------------------------------------------------------
 BLINK_SHAPE = np.array([0.35, 0.85, 1.0, 0.8, 0.4, 0.12])
+#: Seconds between natural blinks, before a persona's behaviour policy narrows the range.
+BLINK_INTERVAL_S = (2.5, 6.0)
+
+
+def blink_range(allowed: tuple[float, float]) -> tuple[float, float]:
+    """The natural blink interval kept inside ``allowed`` (a persona's policy)."""
+    low, high = max(BLINK_INTERVAL_S[0], allowed[0]), min(BLINK_INTERVAL_S[1], allowed[1])
+    return (low, high) if low <= high else (allowed[0], allowed[1])
 
 
 class IdleMotion:
-    """Blinks every 2.5-6 s, breathing, a slow small sway: a function of frame index."""
+    """Blinks every few seconds, breathing, a slow small sway: a function of frame index."""
 
-    def __init__(self, fps: int, seed: int = 7, enabled: bool = True):
+    def __init__(self, fps: int, seed: int = 7, enabled: bool = True, blink_interval_s: tuple[float, float] = BLINK_INTERVAL_S):
         self.fps = fps
         self.enabled = enabled
+        self.blink_interval_s = blink_range(blink_interval_s)
         self._rng = np.random.default_rng(seed)
         self._blinks: list[int] = []
         self._next_blink = int(fps * 1.5)
@@ -214,7 +223,7 @@ class IdleMotion:
     def _blink_starts(self, upto: int) -> list[int]:
         while self._next_blink <= upto:
             self._blinks.append(self._next_blink)
-            self._next_blink += int(self.fps * self._rng.uniform(2.5, 6.0))
+            self._next_blink += int(self.fps * self._rng.uniform(*self.blink_interval_s))
         self._blinks = self._blinks[-8:]
         return self._blinks
 
@@ -245,12 +254,14 @@ class FaceAnimator:
     MAX_PHONEMES = 4096
 
     def __init__(self, sample_rate: int, fps: int, *, coarticulation_ms: float = 35.0,
-                 ease_frames: int = 8, idle_motion: bool = True, seed: int = 7):
+                 ease_frames: int = 8, idle_motion: bool = True, seed: int = 7,
+                 blink_interval_s: tuple[float, float] = BLINK_INTERVAL_S, expression_scale: float = 1.0):
         self.sample_rate, self.fps = sample_rate, fps
         self.sigma = coarticulation_ms * sample_rate / 1000.0
         self.rows = np.zeros((0, 6))
         self.expressions = ExpressionTrack(ease_frames)
-        self.idle = IdleMotion(fps, seed=seed, enabled=idle_motion)
+        self.expression_scale = expression_scale  # a persona's policy may allow only milder expressions
+        self.idle = IdleMotion(fps, seed=seed, enabled=idle_motion, blink_interval_s=blink_interval_s)
 
     def add_phonemes(self, phonemes: list[tuple[str, int, int]]) -> None:
         if phonemes:
@@ -266,6 +277,8 @@ class FaceAnimator:
         if targets == "blink":
             self.idle.force_blink(frame)
         else:
+            if command.lower() == "expression" and self.expression_scale != 1.0:
+                targets = {ch: v * self.expression_scale for ch, v in targets.items()}
             self.expressions.schedule(targets, frame)
 
     def frame_times(self, frames: np.ndarray) -> np.ndarray:

@@ -1,124 +1,130 @@
-"""PersonaPack: the identity the driver animates (a small builder: crop, landmarks, embedding).
+"""The persona the driver renders: a published PersonaPack from the registry, its anchors of
+one camera mode decoded into the images the renderer warps.
 
-Built once from a portrait -- QC, face detection, 68-point landmarks, a canonical
-square crop, a 128-d identity embedding -- and cached as an ``.npz`` keyed by the
-image bytes and build parameters. Loading a cached pack takes milliseconds; building
-needs dlib and happens at driver start-up, never on the render path.
+``persona.id`` names the version (``ada@2``, or ``ada`` for the latest); empty means the
+built-in astronaut, which is built through the same builder pipeline into the registry the
+first time it is asked for. Loading happens at start-up and when the persona changes (at an
+utterance boundary), never on the render path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-BUILDER_VERSION = 2
-BUILTIN_IMAGES = ("builtin:astronaut",)
+from persona.builder import BUILTIN_ID, BUILTIN_OPTIONS, builtin_inputs, decode_vector
+from persona.pack import Anchor, PackError, PersonaPack, parse_ref
+from registry.errors import NotFound, RegistryError
+
 LOG = logging.getLogger("personas.persona")
+#: How long the first start may take to build the built-in persona.
+BUILTIN_BUILD_TIMEOUT_S = 120.0
 
 
-class PersonaBuildError(RuntimeError):
-    pass
+class PersonaUnavailable(RuntimeError):
+    """The configured persona cannot be rendered; the message says which and why."""
 
 
 @dataclass
-class PersonaPack:
+class FaceImage:
+    """One aligned photo the renderer warps: a canonical crop and its 68 landmarks."""
+
     name: str
-    image: np.ndarray  # canonical crop, RGB uint8 (S, S, 3)
-    landmarks: np.ndarray  # (68, 2) float32, (x, y) in crop pixels
-    embedding: np.ndarray  # (128,) float32 dlib face descriptor
-    qc: dict = field(default_factory=dict)
+    image: np.ndarray  # RGB uint8 (S, S, 3)
+    landmarks: np.ndarray  # (68, 2) float32, crop pixels
 
     @property
     def size(self) -> int:
         return int(self.image.shape[0])
 
 
-def load_source_image(ref: str) -> tuple[str, np.ndarray]:
-    if ref == "builtin:astronaut":
-        from skimage import data
+@dataclass
+class LoadedPersona:
+    pack: PersonaPack
+    mode: str
+    anchors: dict[str, Anchor]  # anchor_id -> anchor, of ``mode``
+    faces: dict[str, FaceImage]  # anchor_id -> the decoded photo
+    identity: np.ndarray  # the pack's face embedding (128-d)
+    qc: dict = field(default_factory=dict)
 
-        return "astronaut", data.astronaut()
+    @property
+    def ref(self) -> str:
+        return self.pack.ref
+
+
+@contextmanager
+def registry_for(config: dict, registry=None):
+    """``registry`` if the caller has one; else the one ``[registry]`` names, closed after use."""
+    if registry is not None:
+        yield registry
+        return
+    from registry.client import open_registry
+
+    opened = open_registry(config["registry"])
+    try:
+        yield opened
+    finally:
+        if hasattr(opened, "close"):
+            opened.close()
+
+
+def resolve_pack(config: dict, registry=None) -> PersonaPack:
+    """The pack ``persona.id`` names (building the built-in one if needed); PersonaUnavailable
+    with the reason when it cannot be had."""
+    wanted = str(config["persona"]["id"]).strip()
+    try:
+        with registry_for(config, registry) as source:
+            if not wanted:
+                return builtin_pack(source)
+            persona_id, version = parse_ref(wanted)
+            return source.get_pack(persona_id, version)
+    except (PackError, RegistryError, KeyError, LookupError, ValueError) as exc:
+        raise PersonaUnavailable(f"persona {wanted or BUILTIN_ID!r}: {exc}") from None
+
+
+def builtin_pack(registry) -> PersonaPack:
+    try:
+        return registry.get_pack(BUILTIN_ID, None)
+    except NotFound:
+        pass
+    LOG.info("building the built-in persona %r (first start)", BUILTIN_ID)
+    if BUILTIN_ID not in {p["persona_id"] for p in registry.list_personas()}:
+        registry.create_persona(BUILTIN_ID, display_name=BUILTIN_OPTIONS["display_name"])
+    job = registry.create_version(BUILTIN_ID, builtin_inputs(), BUILTIN_OPTIONS)
+    status = registry.wait_job(job, timeout=BUILTIN_BUILD_TIMEOUT_S)
+    if status.get("state") != "published":
+        raise PersonaUnavailable(f"the built-in persona did not build: {status.get('error') or status.get('message')}")
+    return registry.get_pack(BUILTIN_ID, status["version"])
+
+
+def load_persona(config: dict, registry=None) -> LoadedPersona:
+    with registry_for(config, registry) as source:
+        pack = resolve_pack(config, source)
+        mode = config["persona"]["mode"]
+        anchors = {a.anchor_id: a for a in pack.anchors(mode)}
+        if not anchors:
+            modes = sorted({a.mode for a in pack.anchors()})
+            raise PersonaUnavailable(f"persona {pack.ref} has no {mode} anchors (it has: {', '.join(modes)}); "
+                                     f"set persona.mode to one of them")
+        try:
+            faces = {aid: decode_face(source.read_asset(a.image_ref), a) for aid, a in anchors.items()}
+            identity = decode_vector(source.read_asset(pack.face_embedding_ref))
+        except RegistryError as exc:
+            raise PersonaUnavailable(f"persona {pack.ref}: {exc}") from None
+    qc = {k: pack.record["qc"][k] for k in ("accepted", "rejected")}
+    return LoadedPersona(pack, mode, anchors, faces, identity, qc)
+
+
+def decode_face(data: bytes, anchor: Anchor) -> FaceImage:
     from PIL import Image
 
-    path = Path(ref).expanduser()
-    with Image.open(path) as img:
-        return path.stem, np.asarray(img.convert("RGB"))
-
-
-def load_or_build(image_ref: str, crop_scale: float, cache_dir: Path) -> PersonaPack:
-    name, image = load_source_image(image_ref)
-    key = hashlib.sha1(image.tobytes() + f"{crop_scale}:{BUILDER_VERSION}".encode()).hexdigest()[:16]
-    cache_file = cache_dir / "personas" / f"{name}-{key}.npz"
-    if cache_file.exists():
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                qc = {k[3:]: z[k].item() for k in z.files if k.startswith("qc_")}
-                return PersonaPack(name, z["image"], z["landmarks"], z["embedding"], qc)
-        except (OSError, ValueError, KeyError) as exc:
-            LOG.warning("persona cache %s unreadable (%s); rebuilding", cache_file, exc)
-    pack = build_persona(name, image, crop_scale)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, image=pack.image, landmarks=pack.landmarks, embedding=pack.embedding,
-             **{f"qc_{k}": np.asarray(v) for k, v in pack.qc.items()})
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(cache_file)  # atomic: a concurrent reader never sees half a file
-    return pack
-
-
-def build_persona(name: str, image: np.ndarray, crop_scale: float) -> PersonaPack:
-    """Detect the most confident face, crop around it, landmark and embed the crop."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # face_recognition_models imports pkg_resources
-        import dlib
-        import face_recognition_models as models
-
-    detector = dlib.get_frontal_face_detector()
-    boxes, scores, _ = detector.run(image, 1, 0.0)
-    if not boxes:
-        raise PersonaBuildError(f"{name}: no face found")
-    best = int(np.argmax(scores))
-    box = boxes[best]
-    face_w = box.right() - box.left()
-    if face_w < 48:
-        raise PersonaBuildError(f"{name}: face is only {face_w}px wide (need >= 48)")
-    predictor = dlib.shape_predictor(models.pose_predictor_model_location())
-    shape = predictor(image, box)
-    points = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-
-    # Canonical crop: a square around the face, a little below centre to keep the chin and neck.
-    cx = (box.left() + box.right()) / 2
-    cy = (box.top() + box.bottom()) / 2 + 0.15 * face_w
-    side = int(round(crop_scale * face_w))
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    crop = _crop_padded(image, x0, y0, side)
-    landmarks = points - np.array([x0, y0], np.float32)
-
-    encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
-    embedding = np.array(encoder.compute_face_descriptor(image, shape), np.float32)
-    gray = image.astype(np.float32).mean(axis=2)
-    lap = gray[1:-1, 1:-1] * 4 - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2] - gray[1:-1, 2:]
-    qc = {
-        "faces_found": len(boxes),
-        "face_width_px": int(face_w),
-        "detection_score": float(scores[best]),
-        "sharpness": float(lap.var()),
-        "brightness": float(gray.mean()),
-        "source_shape": f"{image.shape[1]}x{image.shape[0]}",
-    }
-    return PersonaPack(name, crop, landmarks, embedding, qc)
-
-
-def _crop_padded(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """Square crop; parts outside the image repeat the edge pixels."""
-    h, w = image.shape[:2]
-    ys = np.clip(np.arange(y0, y0 + side), 0, h - 1)
-    xs = np.clip(np.arange(x0, x0 + side), 0, w - 1)
-    return np.ascontiguousarray(image[ys][:, xs])
+    with Image.open(io.BytesIO(data)) as img:
+        image = np.asarray(img.convert("RGB"))
+    if image.shape[0] != anchor.crop_size or image.shape[1] != anchor.crop_size:
+        raise PersonaUnavailable(f"anchor {anchor.anchor_id}: its image is {image.shape[1]}x{image.shape[0]}, "
+                                 f"the pack says {anchor.crop_size}")
+    return FaceImage(anchor.anchor_id, image, np.asarray(anchor.landmarks, np.float32))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .motion import N_PARAMS, P
-from .persona import PersonaPack
+from .persona import FaceImage
 
 #: Mouth opening at jaw = 1, as a fraction of the face width.
 JAW_OPEN = 0.11
@@ -49,14 +49,14 @@ class FrameRenderer(ABC):
 class ParametricWarpRenderer(FrameRenderer):
     name = "parametric-warp"
 
-    def __init__(self, pack: PersonaPack, width: int, height: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, face: FaceImage, width: int, height: int, device: torch.device, dtype: torch.dtype):
         self.width, self.height = width, height
         self.device, self.dtype = device, dtype
-        sx, sy = width / pack.image.shape[1], height / pack.image.shape[0]
-        lm = pack.landmarks.astype(np.float64) * np.array([sx, sy])
+        sx, sy = width / face.image.shape[1], height / face.image.shape[0]
+        lm = face.landmarks.astype(np.float64) * np.array([sx, sy])
         self.landmarks = lm
         self.face = float(lm[16, 0] - lm[0, 0])
-        image = torch.from_numpy(pack.image).permute(2, 0, 1)[None].float() / 255.0
+        image = torch.from_numpy(np.array(face.image)).permute(2, 0, 1)[None].float() / 255.0
         image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         self.identity = image.to(device=device, dtype=dtype)
         fields = build_fields(lm, width, height)  # (N_PARAMS, H, W, 2) pixels
@@ -67,7 +67,7 @@ class ParametricWarpRenderer(FrameRenderer):
         self.basis = torch.from_numpy(fields * to_norm).to(device=device, dtype=dtype)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
         self.base_grid = torch.stack([xs, ys], dim=-1).to(device=device, dtype=dtype)
-        self._mouth_setup(pack, lm)
+        self._mouth_setup(face, lm)
         self._lids_setup(lm, fields)
 
     def describe(self) -> dict:
@@ -100,7 +100,7 @@ class ParametricWarpRenderer(FrameRenderer):
         return out
 
     # -- mouth pass ---------------------------------------------------------------------------
-    def _mouth_setup(self, pack: PersonaPack, lm: np.ndarray) -> None:
+    def _mouth_setup(self, face: FaceImage, lm: np.ndarray) -> None:
         margin = 0.22 * self.face
         x0 = int(max(0, lm[48, 0] - margin)); x1 = int(min(self.width, lm[54, 0] + margin))
         y0 = int(max(0, lm[50:53, 1].min() - margin)); y1 = int(min(self.height, lm[57, 1] + 0.35 * self.face))
@@ -108,7 +108,7 @@ class ParametricWarpRenderer(FrameRenderer):
         wy, wx = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float32), torch.arange(x0, x1, dtype=torch.float32), indexing="ij")
         self.win_x = wx.to(self.device, self.dtype)[None]
         self.win_y = wy.to(self.device, self.dtype)[None]
-        self.lip_color = torch.tensor(_lip_color(pack, lm / np.array([self.width / pack.size, self.height / pack.size])),
+        self.lip_color = torch.tensor(_lip_color(face, lm / np.array([self.width / face.size, self.height / face.size])),
                                       device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.jaw_px = JAW_OPEN * self.face
 
@@ -343,17 +343,17 @@ def _sample(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     return field[ij[:, 1], ij[:, 0]].astype(np.float64)
 
 
-def _lip_color(pack: PersonaPack, lm: np.ndarray) -> list[float]:
+def _lip_color(face: FaceImage, lm: np.ndarray) -> list[float]:
     """Median colour between the outer and inner lip contours of the source crop."""
     from skimage.draw import polygon
 
-    outer = np.zeros(pack.image.shape[:2], bool)
+    outer = np.zeros(face.image.shape[:2], bool)
     rr, cc = polygon(lm[48:60, 1], lm[48:60, 0], outer.shape)
     outer[rr, cc] = True
     inner = np.zeros_like(outer)
     rr, cc = polygon(lm[60:68, 1], lm[60:68, 0], inner.shape)
     inner[rr, cc] = True
-    pixels = pack.image[outer & ~inner]
+    pixels = face.image[outer & ~inner]
     if len(pixels) == 0:
         return [0.6, 0.35, 0.35]
     return list(np.median(pixels, axis=0) / 255.0)

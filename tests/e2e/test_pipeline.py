@@ -68,14 +68,13 @@ def test_audio_and_video_durations_agree_within_one_frame(run):
 
 
 def test_mouth_motion_tracks_the_audio_envelope(run):
+    from actors.render.persona import load_persona
     from protocol.config import load_config
-    from actors.render.persona import load_or_build
-    from protocol.config import cache_dir
 
     frames, audio, sr, fps, _ = read_mp4(run["recording"])
-    config = load_config()
-    pack = load_or_build(config["persona"]["image"], config["persona"]["crop_scale"], cache_dir(config))
-    lm = pack.landmarks * frames.shape[2] / pack.size
+    persona = load_persona(load_config())  # the built-in persona the session rendered
+    face = next(iter(persona.faces.values()))
+    lm = face.landmarks * frames.shape[2] / face.size
     x0, x1 = int(lm[48, 0]) - 4, int(lm[54, 0]) + 4
     y0, y1 = int(lm[50:53, 1].min()) - 4, int(lm[57, 1]) + 14
     mouth = frames[:, y0:y1, x0:x1].astype(np.float32)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the registry's schema (run by ``registry.store.migrate``)."""
