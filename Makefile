@@ -59,7 +59,7 @@ test-unit: deps venv $(FACES)/.fetched
 test-process: deps venv
 	$(PYTEST) tests/process
 
-test-e2e: deps venv $(CLIENT)
+test-e2e: deps venv $(CLIENT) $(FACES)/.fetched
 	$(PYTEST) tests/e2e
 
 # The suite while two busy-loop processes compete for the two cores (what a shared CI runner does).

@@ -18,6 +18,8 @@ from clients.analysis import summarize, utterance_ttff
 from clients.interrupts import interrupt_at_random_points
 from clients.session import Session
 
+from .persona_bench import persona, table_rows as persona_rows  # noqa: F401 -- `personas bench persona` runs it from here
+
 TTFF_SCRIPT = ("Hello there, it is good to see you again. I have a few things to tell you about today, "
                "and the first one is short.")
 
@@ -374,7 +376,7 @@ def baseline(config_path: str | None, overrides, rate: float = 40.0, echo: Calla
     return result
 
 
-BENCHMARKS = ("ttff", "sync", "bargein", "sustained", "hop", "baseline")
+BENCHMARKS = ("ttff", "sync", "bargein", "sustained", "hop", "baseline", "persona")
 
 
 def markdown_table(results: dict) -> str:
@@ -435,4 +437,6 @@ def markdown_table(results: dict) -> str:
         n = results["baseline"]
         rows.append(f"| First frame, naive (wait for all text, synthesise all, render all) vs Personas | Personas "
                     f"{n['personas_first_frame_ms']} ms | naive {n['naive_first_frame_ms']} ms | {n['speedup']}x sooner |")
+    if "persona" in results:
+        rows += persona_rows(results["persona"])
     return "\n".join(rows)

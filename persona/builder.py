@@ -25,7 +25,7 @@ import numpy as np
 
 from . import faces
 from .blobs import BlobStore
-from .pack import CAMERA_MODES, DEFAULT_BEHAVIOR_POLICY, SCHEMA_VERSION
+from .pack import CAMERA_MODES, DEFAULT_BEHAVIOR_POLICY, SCHEMA_VERSION, encode_landmarks
 from .voice import load_voice
 
 BUILDER_VERSION = "1"
@@ -257,7 +257,7 @@ class PackDraft:
         anchor = {
             "anchor_id": f"{mode}-{len(self.anchors[mode]) + 1:02d}", "source": candidate.name,
             "image_ref": self.blobs.put(encode_png(crop)), "embedding_ref": identity_ref,
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
+            "landmarks": encode_landmarks(landmarks),
             "crop_transform": {"matrix": [[round(float(v), 6) for v in row] for row in matrix], "size": int(crop.shape[0])},
             "tags": {"expression": expression, "pose": faces.pose_of(candidate.face.landmarks), "lighting": lighting},
             "quality": {**candidate.metrics, **expression_metrics, **lighting_metrics, "overhang": round(overhang, 3)},

@@ -33,6 +33,16 @@ class PackError(ValueError):
     """A pack (or a persona reference) that cannot be accepted; the message says why."""
 
 
+def encode_landmarks(points) -> str:
+    """68 (x, y) points -> the pack's "x0,y0,x1,y1,..." string (2 decimals)."""
+    return ",".join(f"{float(v):.2f}".rstrip("0").rstrip(".") or "0" for point in points for v in point)
+
+
+def decode_landmarks(text: str) -> tuple:
+    values = [float(v) for v in text.split(",")]
+    return tuple(zip(values[0::2], values[1::2]))
+
+
 @lru_cache(maxsize=1)
 def _validator():
     import jsonschema
@@ -137,7 +147,7 @@ class PersonaPack:
                 tags = a["tags"]
                 out.append(Anchor(
                     anchor_id=a["anchor_id"], mode=camera_mode, source=a["source"], image_ref=a["image_ref"],
-                    embedding_ref=a["embedding_ref"], landmarks=tuple(tuple(p) for p in a["landmarks"]),
+                    embedding_ref=a["embedding_ref"], landmarks=decode_landmarks(a["landmarks"]),
                     crop_matrix=tuple(tuple(r) for r in a["crop_transform"]["matrix"]),
                     crop_size=a["crop_transform"]["size"], expression=tags["expression"], pose=Pose(**tags["pose"]),
                     lighting=tags["lighting"], mask_ref=a.get("mask_ref")))

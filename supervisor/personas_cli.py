@@ -198,6 +198,8 @@ BENCHMARKS = {
     "sustained": ("Minutes of narration at 25 fps: CPU, underflows, RSS slope, vs idle.", {"seconds": 300}, True),
     "hop": ("One frame between two processes over ZeroMQ, vs a memory copy.", {}, False),
     "baseline": ("The naive approach (wait, synthesise all, render all) vs streaming.", {}, True),
+    "persona": ("Persona pack warm load, anchor selection and build time per photo, each vs a same-run baseline.",
+                {}, False),
 }
 
 

@@ -114,10 +114,13 @@ def test_a_persona_change_applies_at_the_next_utterance(built, tmp_path):
     assert max(speech(first["utterance_id"])) < changes[1]["frame"] <= min(speech(second["utterance_id"]))  # not mid-utterance
 
 
-def test_an_unknown_persona_is_a_clear_error_and_no_crash_loop(built, tmp_path):
+def test_an_unknown_persona_or_a_failed_build_is_a_clear_error_and_no_crash_loop(built, tmp_path):
     config = write_private_config(tmp_path / "c.toml", {"registry": {"root": built["root"]}})
-    result = subprocess.run([sys.executable, "-m", "supervisor", "up", "--config", str(config), "--persona", "obama@9"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "persona 'obama@9'" in result.stderr and "version" in result.stderr
-    assert "failed" not in result.stderr  # refused before any actor started: nothing restarted
+    assert cli("persona", "create", "broken", config=config).returncode == 0
+    blocked = cli("persona", "build", "broken", "--images", str(FACES / "obama_partial_face.jpg"), config=config)
+    assert blocked.returncode == 1 and "not published" in blocked.stderr and "partial face" in blocked.stdout
+    for ref, said in (("obama@9", "version"), ("broken", "no published version"), ("nobody", "nobody")):
+        result = subprocess.run([sys.executable, "-m", "supervisor", "up", "--config", str(config), "--persona", ref],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and f"persona '{ref}'" in result.stderr and said in result.stderr, result.stderr
+        assert "failed" not in result.stderr  # refused before any actor started: nothing restarted
