@@ -9,8 +9,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Callable, Iterable
 
+from persona.blobs import LocalBlobStore, ref_of
 from persona.pack import PackError, PersonaPack, parse_ref
 from registry.errors import BadRequest, RegistryError, Unavailable, error_for
 from registry.jobs import as_input, wait_for_job
@@ -26,11 +28,14 @@ def quote(segment) -> str:
 
 
 class RegistryClient:
-    """A registry service at ``base_url`` (e.g. ``http://127.0.0.1:8090``)."""
+    """A registry service at ``base_url`` (e.g. ``http://127.0.0.1:8090``). With ``cache_dir``,
+    what cannot change is kept locally: blobs (their key is their hash, checked) and packs of a
+    named version (published versions are immutable), so a warm start reads no network."""
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0):
+    def __init__(self, base_url: str, timeout_s: float = 30.0, cache_dir: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = float(timeout_s)
+        self.cache = LocalBlobStore(cache_dir) if cache_dir else None
 
     def __enter__(self) -> "RegistryClient":
         return self
@@ -93,18 +98,38 @@ class RegistryClient:
                 persona_id, version = parse_ref(persona_id)
             except PackError as exc:
                 raise BadRequest(str(exc)) from None
-        text = self.fetch(f"{self.base_url}/v1/personas/{quote(persona_id)}/versions/{quote(version or 'latest')}")
+        cached = self.cached_pack(persona_id, version)
+        text = cached.read_bytes() if cached and cached.exists() else \
+            self.fetch(f"{self.base_url}/v1/personas/{quote(persona_id)}/versions/{quote(version or 'latest')}")
         try:
-            return PersonaPack.from_json(text)
+            pack = PersonaPack.from_json(text)
         except PackError as exc:
             raise RegistryError(f"the registry sent an invalid pack for {persona_id}: {exc}") from None
+        if cached and not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_bytes(text)
+            tmp.replace(cached)
+        return pack
+
+    def cached_pack(self, persona_id: str, version) -> Path | None:
+        if self.cache is None or not str(version or "").isdigit():
+            return None  # "latest" moves: always asked for
+        return self.cache.root / "packs" / f"{persona_id}@{int(version)}.json"
 
     def resolve_asset(self, ref: str) -> dict:
         """{"ref", "url", "expires_at"}; the URL works without credentials until it expires."""
         return self.call("GET", f"/v1/assets/{asset_path(ref)}/url")
 
     def read_asset(self, ref: str) -> bytes:
-        return self.fetch(self.resolve_asset(ref)["url"])
+        if self.cache is not None and self.cache.exists(ref):
+            return self.cache.get(ref)
+        data = self.fetch(self.resolve_asset(ref)["url"])
+        if ref_of(data) != ref:
+            raise RegistryError(f"asset {ref} arrived with other content")
+        if self.cache is not None:
+            self.cache.put(data)
+        return data
 
 
 def asset_path(ref: str) -> str:
@@ -151,7 +176,9 @@ def open_registry(config: dict | None = None):
     ``registry.database_url`` / ``registry.object_store`` / ``registry.root``."""
     section = registry_section(config)
     if section["url"]:
-        return RegistryClient(section["url"], float(section["client_timeout_s"]))
+        from registry.objects import registry_root
+
+        return RegistryClient(section["url"], float(section["client_timeout_s"]), str(registry_root(section) / "cache"))
     from registry.core import Registry  # only the embedded registry needs SQLAlchemy
 
     return Registry.open(section)

@@ -190,26 +190,25 @@ async def read_part(part, limit: int, name: str, file_cap: int | None = None) ->
     return bytes(data)
 
 
-def parse_options(raw: bytes) -> dict:
+def json_object(raw: bytes, what: str) -> dict:
+    """``raw`` as a JSON object, or BadRequest naming ``what`` it was."""
     try:
-        options = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the options field is not JSON: {exc}") from None
-    if not isinstance(options, dict):
-        raise BadRequest("the options field must be a JSON object")
-    return options
+        raise BadRequest(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def parse_options(raw: bytes) -> dict:
+    return json_object(raw, "the options field")
 
 
 async def read_json(request: web.Request) -> dict:
     """The request body as a JSON object, or BadRequest/TooLarge."""
     raw = await request.read()  # aiohttp refuses bodies over client_max_size with a 413
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    return json_object(raw, "body")
 
 
 def asset_ref(request: web.Request) -> str:

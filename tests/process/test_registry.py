@@ -23,10 +23,10 @@ import sqlalchemy as sa
 
 from clients.ports import free_ports
 from persona.blobs import ref_of
-from persona.pack import DEFAULT_BEHAVIOR_POLICY, PersonaPack
+from persona.pack import DEFAULT_BEHAVIOR_POLICY, PersonaPack, encode_landmarks
 from registry.client import RegistryClient, multipart, open_registry
 from registry.core import Registry
-from registry.errors import AlreadyExists, BadRequest, Corrupt, Forbidden, NotFound, QueueFull, TooLarge
+from registry.errors import AlreadyExists, BadRequest, Corrupt, Forbidden, NotFound, QueueFull, TooLarge, Unavailable
 from registry.objects import S3BlobStore
 from registry.service import ServiceThread
 from registry.store import VERSION_TABLE, current_revision, head_revision, make_engine, metadata, migrate
@@ -107,7 +107,7 @@ def real_draft(blobs, persona_id: str, variant: int = 0, missing_blob: bool = Fa
     face_ref, style_ref = blobs.put(face), blobs.put(style)
     landmarks = [[40.0 + (i % 17) * 10, 60.0 + (i // 17) * 30] for i in range(68)]
     anchor = {"anchor_id": "close_up-0", "source": f"astronaut-{variant}.png", "image_ref": image_ref,
-              "embedding_ref": face_ref, "landmarks": landmarks,
+              "embedding_ref": face_ref, "landmarks": encode_landmarks(landmarks),
               "crop_transform": {"matrix": [[1.0, 0.0, -x0], [0.0, 1.0, -20.0]], "size": 256},
               "tags": {"expression": "neutral", "pose": {"yaw": 0.0, "pitch": 0.0, "roll": 0.0}, "lighting": "even"}}
     qc = {"accepted": 1, "rejected": 0, "items": [{"name": anchor["source"], "accepted": True, "reasons": []}]}
@@ -424,7 +424,7 @@ def test_the_client_speaks_the_registry_api(service):
         client.read_asset(ref_of(b"nothing here"))
 
 
-def test_a_published_build_over_http(section):
+def test_a_published_build_over_http(section, tmp_path):
     """Full-size uploads (the default caps) through the client, published and read back."""
     section = {**section, "port": free_ports(1)[0]}
     with Registry.open(section) as reg, ServiceThread(reg, section) as server:
@@ -437,6 +437,16 @@ def test_a_published_build_over_http(section):
         assert status == 200 and json.loads(body)["ref"] == "ada@1"
         pack = client.get_pack("ada@1")
         assert all(client.read_asset(ref) == reg.read_asset(ref) for ref in sorted(pack.refs())[:3])
+    # A client with a cache keeps what cannot change (blobs by hash, a named version's pack): a
+    # warm start needs no registry at all -- the service is stopped here.
+    with Registry.open(section) as reg, ServiceThread(reg, section) as server:
+        cached = RegistryClient(server.url, timeout_s=5, cache_dir=str(tmp_path / "cache"))
+        pack = cached.get_pack("ada", 1)
+        blobs = {ref: cached.read_asset(ref) for ref in pack.refs()}
+    assert cached.get_pack("ada", 1).record == pack.record
+    assert all(cached.read_asset(ref) == data for ref, data in blobs.items())
+    with pytest.raises(Unavailable):
+        cached.get_pack("ada")  # "latest" is always asked for
 
 
 def error_of(status_and_body) -> tuple[int, str]:

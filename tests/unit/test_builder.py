@@ -143,3 +143,27 @@ def test_unbuildable_requests_are_refused_before_any_work(store):
         build("obama", [photo("obama.jpg")], store, {"min_anchors": 1})
     with pytest.raises(BuildError, match="unknown kind"):
         build("obama", [InputFile("x.gif", b"GIF89a", "gif")], store)
+
+
+def test_voice_refs_give_the_pack_a_speaker_embedding_and_a_bad_one_is_reported(store):
+    import soundfile
+
+    from actors.adapters import make_adapter
+    from persona.voice import load_voice
+    from persona.voice_embedding import cosine, voice_embedding
+    from protocol.config import load_config
+
+    espeak = make_adapter("espeak", load_config())
+    espeak.load()
+    speech = espeak.synthesize("Hello, this is how I sound when I read a sentence aloud.", load_voice("joe"))
+    wav = io.BytesIO()
+    soundfile.write(wav, speech.pcm, speech.sample_rate, format="WAV", subtype="PCM_16")
+    refs = [InputFile("me.wav", wav.getvalue(), "voice_ref"), InputFile("noise.wav", b"RIFF? not audio", "voice_ref")]
+    pack = published(build("obama", [photo("obama.jpg"), photo("obama2.jpg"), *refs], store))
+    embeddings = pack.record["embeddings"]
+    assert embeddings["voice_ref"] and embeddings["voice_model"] in ("resemblyzer-ge2e-256", "mfcc-stats-40")
+    stored = decode_vector(store.get(embeddings["voice_ref"]))
+    direct, _ = voice_embedding(speech.pcm, speech.sample_rate)
+    assert cosine(stored, direct) > 0.999  # the mean of one clip is that clip's embedding
+    rejected = {q["name"]: q["reasons"] for q in pack.record["qc"]["items"] if not q["accepted"]}
+    assert list(rejected) == ["noise.wav"] and rejected["noise.wav"][0].startswith("voice ref unusable")
