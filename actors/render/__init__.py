@@ -139,8 +139,9 @@ class FaceDriver:
                                       drift_stats)
             if selection.anchor.anchor_id != self.anchor.anchor_id:
                 decision["switch"], decision["reason"] = self.schedule_switch(selection.anchor.anchor_id, frame), selection.reason
-            if selection.anchor.expression == wanted_expression(value) != "neutral":
-                value = "neutral"  # the photo itself shows it: the warp must not add it again
+            if selection.anchor.expression == wanted_expression(value) != "neutral" \
+                    and selection.anchor.anchor_id != self.first_selection.anchor.anchor_id:
+                value = "neutral"  # a photo of its own shows it: the warp must not add it again
         self.animator.apply_marker(command, value, frame)
         decision["applied"] = (command, value)
         return decision
