@@ -36,7 +36,7 @@ class Driver:
         flow = ctx.config["flow"]
         self.window = int(flow["driver_window_frames"])
         self.max_batch = int(flow["max_render_batch"])
-        self.host = FaceHost(ctx, face)
+        self.host = FaceHost(ctx, face, warmup_batches=tuple(sorted({1, 2, 4, self.max_batch})))
         self.face.warmup(tuple(sorted({1, 2, 4, self.max_batch})))
         self.sr, self.fps = self.face.sample_rate, self.face.fps
         self.player_credit = CreditLedger(NAME, "player")
@@ -169,7 +169,8 @@ class Driver:
                       chunk_id=marker.sequence_id,
                       data={"command": marker.command, "value": marker.value, "char_offset": marker.timestamp_offset,
                             "sample": sample, "ms_into_chunk": round((sample - chunk.start_sample) * 1000 / self.sr, 1),
-                            "applied_frame": applied_frame, "applied": list(applied)})
+                            "applied_frame": applied_frame, "applied": list(applied),
+                            "persona": self.host.face_at(applied_frame).persona.ref})
 
     # -- rendering ------------------------------------------------------------------------------
     def batch_size(self, head: AudioSpan) -> int:

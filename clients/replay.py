@@ -154,6 +154,7 @@ class Replay:
         from actors.sinks import Mp4Recorder, Overlay
 
         self.face = self.face_for(self.first_persona())
+        self.upcoming: dict = {}  # persona ref -> the face it will be, holding its early decisions
         width, height = self.face.renderer.width, self.face.renderer.height
         player = self.config["player"]
         self.overlay = Overlay(width, height, player["overlay_text"], player["overlay_logo"])
@@ -185,24 +186,33 @@ class Replay:
         config["persona"]["id"] = ref
         return FaceDriver(config)
 
+    def deciding_face(self, e: dict):
+        """The face a decision was made for: the next persona's receives its decisions before it
+        takes over, as the live driver's did."""
+        ref = e["data"].get("persona")
+        if ref is None or ref == self.face.persona.ref:
+            return self.face
+        if ref not in self.upcoming:
+            self.upcoming[ref] = self.face_for(ref)
+        return self.upcoming[ref]
+
     def on_driver_event(self, e: dict) -> None:
         from actors.render import frame_rms
 
-        animator = self.face.animator
         if e["stage"] == "barge_in":
-            animator.forget_speech()
+            self.face.animator.forget_speech()
         elif e["stage"] == "marker" and e["result"] in ("ok", "late"):
             command, value = e["data"].get("applied") or (e["data"]["command"], e["data"]["value"])
-            animator.apply_marker(command, value, int(e["data"]["applied_frame"]))
+            self.deciding_face(e).animator.apply_marker(command, value, int(e["data"]["applied_frame"]))
         elif e["stage"] == "anchor":
-            self.face.schedule_switch(e["data"]["to"], e["frame"], e["data"]["dissolve_frames"])
+            self.deciding_face(e).schedule_switch(e["data"]["to"], e["frame"], e["data"]["dissolve_frames"])
         elif e["stage"] == "persona" and e["frame"] > 0:  # a change of persona at an utterance boundary
-            face = self.face_for(e["data"]["ref"])
-            face.animator.rows = animator.rows.copy()
+            face = self.upcoming.pop(e["data"]["ref"], None) or self.face_for(e["data"]["ref"])
+            face.animator.rows = self.face.animator.rows.copy()
             self.face = face
         elif e["stage"] == "render" and e["result"] == "ok":
             for chunk_id in e["data"].get("added_chunks", []):
-                animator.add_phonemes(self.phonemes.get((e["epoch"], chunk_id), []))
+                self.face.animator.add_phonemes(self.phonemes.get((e["epoch"], chunk_id), []))
             frames = np.arange(e["frame"], e["frame"] + e["data"]["frames"])
             rms = np.array([frame_rms(self.frame_audio(e["epoch"], int(f)), 0, 10**9) for f in frames])
             for f, image in zip(frames, self.face.render_frames(frames, rms)):

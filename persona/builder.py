@@ -25,11 +25,10 @@ import numpy as np
 
 from . import faces
 from .blobs import BlobStore
-from .pack import CAMERA_MODES, DEFAULT_BEHAVIOR_POLICY, SCHEMA_VERSION, encode_landmarks
+from .pack import CAMERA_MODES, DEFAULT_BEHAVIOR_POLICY, INPUT_KINDS, SCHEMA_VERSION, encode_landmarks
 from .voice import load_voice
 
 BUILDER_VERSION = "1"
-INPUT_KINDS = ("image", "video", "voice_ref")
 DEFAULT_OPTIONS = {
     "modes": ["close_up", "medium"],
     "required_mode": "close_up",  # the framing the driver renders by default
@@ -141,14 +140,20 @@ def expand_inputs(inputs: list[InputFile], opts: dict, result: BuildResult) -> l
     return photos
 
 
+#: A photo larger than this is refused before it is decoded (a 16 MiB PNG can hold ~430 MB of pixels).
+MAX_PIXELS = 40_000_000
+
+
 def decode_image(data: bytes) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                return None
             img.load()
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -175,7 +180,7 @@ def check_photo(name: str, image: np.ndarray | None, result: BuildResult) -> Can
     """QC of one photo; a rejection goes into the report with its reason."""
     reasons, metrics = [], {}
     if image is None:
-        reasons.append("not an image (cannot decode it)")
+        reasons.append(f"not an image (cannot decode it, or over {MAX_PIXELS // 1_000_000} megapixels)")
     else:
         h, w = image.shape[:2]
         metrics["resolution"] = f"{w}x{h}"
@@ -236,6 +241,7 @@ class PackDraft:
         self.anchors: dict[str, list[dict]] = {mode: [] for mode in opts["modes"]}
         self.identities: dict[str, np.ndarray] = {}  # source photo -> identity embedding
         self.styles: list[np.ndarray] = []
+        self.face_spread = 0.0  # the largest identity distance between two accepted photos
 
     def add_anchors(self, candidates: list[Candidate]) -> None:
         for candidate in candidates:
@@ -313,11 +319,11 @@ class PackDraft:
 
     def embeddings(self, inputs: list[InputFile]) -> dict:
         identity = np.mean([self.identities[n] for n in sorted(self.identities)], axis=0)
-        style = np.mean(self.styles, axis=0) if self.styles else np.zeros(131, np.float32)
+        style = np.mean(self.styles, axis=0) if self.styles else np.zeros(faces.STYLE_LENGTH, np.float32)
         voice_ref, voice_model = voice_embedding_ref([i for i in inputs if i.kind == "voice_ref"], self.blobs,
                                                      self.result)
         record = {"face_ref": self.blobs.put(encode_vector(identity)), "face_model": "dlib-resnet-128",
-                  "face_spread": round(getattr(self, "face_spread", 0.0), 4),
+                  "face_spread": round(self.face_spread, 4),
                   "style_ref": self.blobs.put(encode_vector(style / (np.linalg.norm(style) or 1.0))),
                   "voice_ref": voice_ref}
         if voice_model:

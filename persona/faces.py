@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -67,21 +68,26 @@ def _dlib():
 
 
 #: Photos analysed recently: a rebuild (or a second build sharing photos) skips detection.
-ANALYSED = 32
-_found: "OrderedDict[bytes, list[Face]]" = OrderedDict()
+DETECTION_CACHE_SIZE = 32
+_detections: "OrderedDict[bytes, list[Face]]" = OrderedDict()
+_detections_lock = threading.Lock()  # builds run on several registry worker threads
 
 
 def find_faces(image: np.ndarray) -> list[Face]:
     """Every frontal face dlib finds with a real face's score, most confident first (cached by
     the photo's pixels: detection is the builder's main cost)."""
-    key = hashlib.sha1(image.tobytes() + repr(image.shape).encode()).digest()
-    if key in _found:
-        _found.move_to_end(key)
-        return _found[key]
+    digest = hashlib.sha1(memoryview(np.ascontiguousarray(image)).cast("B"))
+    digest.update(repr(image.shape).encode())
+    key = digest.digest()
+    with _detections_lock:
+        if key in _detections:
+            _detections.move_to_end(key)
+            return _detections[key]
     faces = detect_faces(image)
-    _found[key] = faces
-    while len(_found) > ANALYSED:
-        _found.popitem(last=False)
+    with _detections_lock:
+        _detections[key] = faces
+        while len(_detections) > DETECTION_CACHE_SIZE:
+            _detections.popitem(last=False)
     return faces
 
 
@@ -275,6 +281,10 @@ def lighting_of(crop: np.ndarray, landmarks: np.ndarray) -> tuple[str, dict]:
     return "even", metrics
 
 
+#: Length of style_vector: an 8x4x4 colour histogram plus three luminance figures.
+STYLE_LENGTH = 8 * 4 * 4 + 3
+
+
 def style_vector(crop: np.ndarray) -> np.ndarray:
     """A small, model-free style embedding of a canonical crop: a hue/saturation/value
     histogram (8x4x4) plus luminance mean, spread and left-right balance; L2-normalised."""
@@ -282,7 +292,7 @@ def style_vector(crop: np.ndarray) -> np.ndarray:
 
     hsv = np.asarray(Image.fromarray(crop).convert("HSV"), np.float32) / 256.0
     bins = (np.floor(hsv[..., 0] * 8) * 16 + np.floor(hsv[..., 1] * 4) * 4 + np.floor(hsv[..., 2] * 4)).astype(int)
-    hist = np.bincount(bins.ravel(), minlength=128).astype(np.float32)
+    hist = np.bincount(bins.ravel(), minlength=8 * 4 * 4).astype(np.float32)
     hist /= hist.sum() or 1.0
     y = luma(crop) / 255.0
     half = y.shape[1] // 2

@@ -68,10 +68,11 @@ def select_anchor(anchors: list[Anchor], mode: str, desired_emotion: str | None,
 
 @dataclass
 class AnchorRefreshPolicy:
-    """At a turn boundary: back to the neutral anchor when identity drift is trending up past
-    ``drift_reset``, or every ``every_turns`` turns (0 = never) as a precaution."""
+    """At a turn boundary: back to the neutral anchor when the renders' identity distance has
+    risen ``drift_reset`` above what its photo measured at first, or every ``every_turns`` turns
+    (0 = never) as a precaution."""
 
-    drift_reset: float = 0.45
+    drift_reset: float = 0.15
     every_turns: int = 0
 
     def force_reset(self, turn_index: int, drift_trend: float | None) -> tuple[bool, str]:
@@ -97,6 +98,10 @@ class BehaviorPolicyClamp:
         return [self.clamp_marker(command, value) for command, value in actor_timeline]
 
     def clamp_marker(self, command: str, value: str) -> tuple[str, str, str]:
+        """One marker; names are matched without case, as the animator matches them."""
+        command = command.lower()
+        if command == "expression":
+            value = value.lower()
         if command in POSE_COMMANDS:
             limit = float(self.policy[POSE_COMMANDS[command]])
             try:

@@ -18,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "schemas" / "persona_pack.schema.json"
 SCHEMA_VERSION = 1
 CAMERA_MODES = ("close_up", "medium", "wide")
+#: What a build takes: photos, video clips, a recording of the voice.
+INPUT_KINDS = ("image", "video", "voice_ref")
 EXPRESSIONS = ("neutral", "smile", "surprise", "other")
 LIGHTING = ("even", "dim", "bright", "side_lit", "low_contrast")
 PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -130,10 +130,5 @@ def from_env() -> dict:
     return json.loads(raw)
 
 
-def cache_dir(config: dict) -> Path:
-    configured = config["persona"]["cache_dir"]
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "personas"
-
-
 def copy_config(config: dict) -> dict:
     return copy.deepcopy(config)

@@ -15,6 +15,12 @@ import zmq.asyncio
 from .envelope import ProtocolError, unpack_header
 from .transport import make_socket
 
+#: The longest the supervisor takes to answer a command, a check it runs off its loop (a
+#: registry lookup) included; a client waits one second more, so an answer is never lost to
+#: a client that gave up just before it came.
+ANSWER_WITHIN_S = 4.0
+CLIENT_TIMEOUT_MS = int((ANSWER_WITHIN_S + 1.0) * 1000)
+
 
 def encode_request(cmd: str, **args) -> bytes:
     return msgpack.packb({"cmd": cmd, **args}, use_bin_type=True)
@@ -32,7 +38,7 @@ def decode(raw: bytes) -> dict:
 class ControlClient:
     """Blocking client: ``call()`` returns the reply map, or None when nobody answered."""
 
-    def __init__(self, endpoint: str, timeout_ms: int = 2000):
+    def __init__(self, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS):
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self.ctx = zmq.Context.instance()
@@ -55,7 +61,7 @@ class AsyncControlClient:
     """asyncio client for code that runs on an event loop (the web gateway). Calls are
     serialised: one request in flight at a time."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int = 3000):
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS):
         import asyncio
 
         self.ctx, self.endpoint, self.timeout_ms = ctx, endpoint, timeout_ms

@@ -4,6 +4,7 @@ talks to a remote registry imports neither SQLAlchemy nor boto3."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -115,7 +116,8 @@ class RegistryClient:
     def cached_pack(self, persona_id: str, version) -> Path | None:
         if self.cache is None or not str(version or "").isdigit():
             return None  # "latest" moves: always asked for
-        return self.cache.root / "packs" / f"{persona_id}@{int(version)}.json"
+        origin = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]  # one registry's ada@1 is not another's
+        return self.cache.root / "packs" / origin / f"{persona_id}@{int(version)}.json"
 
     def resolve_asset(self, ref: str) -> dict:
         """{"ref", "url", "expires_at"}; the URL works without credentials until it expires."""
@@ -146,10 +148,11 @@ def read_capped(response) -> bytes:
 
 def error_from(status: int, body: bytes) -> RegistryError:
     try:
-        message = json.loads(body)["error"]
-    except (ValueError, KeyError, TypeError):
-        message = body[:300].decode("utf-8", "replace") or f"HTTP {status}"
-    return error_for(status, message)
+        answer = json.loads(body)
+        message, code = str(answer["error"]), str(answer.get("code", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, code = body[:300].decode("utf-8", "replace") or f"HTTP {status}", ""
+    return error_for(status, message, code)
 
 
 def multipart(inputs: Iterable, options: dict | None) -> tuple[bytes, str]:

@@ -71,9 +71,12 @@ class Corrupt(RegistryError):
     status, code = 500, "corrupt"
 
 
+BY_CODE = {cls.code: cls for cls in (BadRequest, Forbidden, NotFound, AlreadyExists, TooLarge, QueueFull,
+                                     Unavailable, ConfigError, Corrupt)}
 BY_STATUS = {cls.status: cls for cls in (BadRequest, Forbidden, NotFound, AlreadyExists, TooLarge, QueueFull)}
 
 
-def error_for(status: int, message: str) -> RegistryError:
-    """The exception a client raises for a service answer with this HTTP status."""
-    return BY_STATUS.get(status, RegistryError)(message)
+def error_for(status: int, message: str, code: str = "") -> RegistryError:
+    """The exception a client raises for a service answer: by the service's error code, else
+    (an answer from something in front of the service, a proxy) by the HTTP status."""
+    return BY_CODE.get(code, BY_STATUS.get(status, RegistryError))(message)

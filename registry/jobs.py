@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from persona.pack import INPUT_KINDS
 from registry.errors import BadRequest, QueueFull
 
 log = logging.getLogger("registry.jobs")
@@ -22,7 +23,6 @@ log = logging.getLogger("registry.jobs")
 POLL_S = 0.2
 JOB_STATES = ("queued", "running", "published", "blocked", "failed")
 FINISHED_STATES = ("published", "blocked", "failed")
-INPUT_KINDS = ("image", "video", "voice_ref")
 
 
 class JobCancelled(Exception):

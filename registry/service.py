@@ -28,8 +28,8 @@ import threading
 
 from aiohttp import BodyPartReader, web
 
+from persona.pack import INPUT_KINDS
 from registry.core import MAX_OPTIONS_BYTES, Registry
-from registry.jobs import INPUT_KINDS
 from registry.errors import BadRequest, RegistryError, TooLarge
 from registry.settings import MIB, registry_section, service_url
 

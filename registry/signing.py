@@ -1,5 +1,5 @@
 """Signed, expiring URLs for assets in the local file store: HMAC-SHA256 over the ref and the
-expiry time, so a URL can be handed to a browser or another machine without a login, is
+expiry time, so a URL can be handed to a browser or another machine that holds no registry secret, is
 useless for any other blob, and stops working at ``exp``.
 
 The secret is ``registry.secret`` when set, else 32 random bytes generated once and kept in

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psutil
@@ -37,7 +38,7 @@ import zmq
 from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, ProtocolError, Ready,
                       Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, live_changes, to_env
-from protocol.control_endpoint import encode_reply
+from protocol.control_endpoint import ANSWER_WITHIN_S, encode_reply
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.transport import make_socket, send
 
@@ -49,6 +50,8 @@ BARGE_RESEND_S = 0.1
 BARGE_GIVE_UP_S = 3.0
 #: How long a command waits for the actors' fresh descriptors before answering with what it has.
 DESCRIBE_TIMEOUT_S = 1.0
+#: Checks (a registry lookup) waiting for the worker thread at once; one may take ANSWER_WITHIN_S.
+MAX_LATER = 4
 #: The module each process runs as (``python -m ...``).
 PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, GATEWAY: ("gateway",)}
 
@@ -117,6 +120,8 @@ class Arbiter:
         self._barge_reason = ""
         self._describe_id = 0
         self._describing: list[DescribeRound] = []
+        self._checks: list = []  # (identity, Later, future, deadline): replies waiting on the worker
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor-check")
         self.config_version = 0
         self._config_changes: dict = {}  # every live change so far, re-sent to lagging actors
         self._config_resent_at = 0.0
@@ -207,6 +212,8 @@ class Arbiter:
             now = time.monotonic()
             if self._describing:
                 self._finish_describes(now)
+            if self._checks:
+                self._finish_later(now)
             if self._awaiting_ack and now - self._barge_sent_at >= BARGE_RESEND_S:
                 self._resend_barge_in(now)
             if now >= next_check:
@@ -291,6 +298,7 @@ class Arbiter:
     def _stop_all(self) -> None:
         self.state = "stopping" if self.state != "failed" else "failed"
         self._finish_describes(math.inf)  # nobody is left waiting for an answer
+        self._worker.shutdown(wait=False, cancel_futures=True)
         try:
             send(self.system, Shutdown(reason=self.stop_reason or "stop"))
         except zmq.ZMQError:
@@ -374,9 +382,11 @@ class Arbiter:
             elif isinstance(msg, EpochRequest):
                 self.new_epoch(f"{msg.source}: {msg.reason}")
 
-    def set_config(self, items: dict) -> dict:
+    def set_config(self, items: dict) -> dict | commands.Later:
         """Validate and apply live changes, then broadcast them (actors apply at their next
-        safe boundary). Raises ConfigError for keys that are not live or bad values."""
+        safe boundary). Raises ConfigError for keys that are not live or bad values. A new
+        ``persona.id`` is checked against the registry off the loop (a Later reply): the
+        registry may be a database or a service that takes its time."""
         changes = live_changes(self.config, items)
         tts = self.config["tts"]
         if "tts.adapter" in changes and changes["tts.adapter"] not in tts["adapters"]:
@@ -388,9 +398,11 @@ class Arbiter:
 
             load_voice(changes["voice.persona"])  # fail here, not in the actor
         if "persona.id" in changes:
-            problem = check_persona({**self.config, "persona": {**self.config["persona"], "id": changes["persona.id"]}})
-            if problem:
-                raise ValueError(problem)
+            wanted = {**self.config, "persona": {**self.config["persona"], "id": changes["persona.id"]}}
+            return commands.Later(check=lambda: check_persona(wanted), then=lambda: self.apply_config(changes))
+        return self.apply_config(changes)
+
+    def apply_config(self, changes: dict) -> dict:
         apply_changes(self.config, changes)
         self.config_version += 1
         self._config_set_at = time.monotonic()
@@ -410,8 +422,31 @@ class Arbiter:
             reply = commands.handle(self, rest[-1] if rest else b"")
             if isinstance(reply, commands.Pending):
                 self._describe(identity, reply)
+            elif isinstance(reply, commands.Later):
+                self._later(identity, reply)
             else:
                 self._reply(identity, reply)
+
+    def _later(self, identity: bytes, later: commands.Later) -> None:
+        """Run the check on the worker thread; the reply leaves from the loop (_finish_later)."""
+        if len(self._checks) >= MAX_LATER:
+            self._reply(identity, {"ok": False, "error": f"busy: {MAX_LATER} checks are already running; try again"})
+            return
+        self._checks.append((identity, later, self._worker.submit(later.check), time.monotonic() + ANSWER_WITHIN_S))
+
+    def _finish_later(self, now: float) -> None:
+        for item in list(self._checks):
+            identity, later, future, deadline = item
+            if not future.done() and now < deadline:
+                continue
+            self._checks.remove(item)
+            if not future.done():
+                reply = {"ok": False, "error": f"the check did not finish within {ANSWER_WITHIN_S:.0f} s; try again"}
+            elif future.exception() is not None or future.result():
+                reply = {"ok": False, "error": str(future.exception() or future.result())}
+            else:
+                reply = commands.finish_later(later)
+            self._reply(identity, reply)
 
     def _reply(self, identity: bytes, reply: dict) -> None:
         self.control.send_multipart([identity, b"", encode_reply(reply)])
@@ -466,9 +501,8 @@ class Arbiter:
 
 def check_persona(config: dict) -> str:
     """Why ``persona.id`` cannot be rendered ("" when it can): an unknown persona or version, a
-    build that never published. The built-in one ("" id) is built by the driver if missing."""
-    if not str(config["persona"]["id"]).strip():
-        return ""
+    build that never published, a camera mode the pack lacks. The built-in one ("" id) is built
+    here if it is missing, so no driver ever builds while it renders."""
     from actors.render.persona import PersonaUnavailable, resolve_pack
 
     try:

@@ -192,7 +192,7 @@ def adapters(config_path, overrides) -> None:
 
 def _call(config_path, overrides, cmd: str, **args) -> dict:
     endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint, timeout_ms=5000).call(cmd, **args)
+    reply = ControlClient(endpoint).call(cmd, **args)
     if reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     if not reply.get("ok"):

@@ -24,7 +24,16 @@ class Pending:
     build: Callable[[dict], dict]
 
 
-Reply = dict | Pending
+@dataclass
+class Later:
+    """A reply that needs a check that may take a while (a registry lookup): ``check()`` runs
+    off the loop and returns "" or the refusal; ``then()`` runs on the loop if it passed."""
+
+    check: Callable[[], str]
+    then: Callable[[], dict]
+
+
+Reply = dict | Pending | Later
 
 
 class Supervised(Protocol):
@@ -36,7 +45,7 @@ class Supervised(Protocol):
 
     def status(self) -> dict: ...
     def new_epoch(self, reason: str) -> int: ...
-    def set_config(self, items: dict) -> dict: ...
+    def set_config(self, items: dict) -> dict | Later: ...
     def request_stop(self, reason: str) -> None: ...
 
 
@@ -115,7 +124,14 @@ def handle(supervisor: Supervised, body: bytes) -> Reply:
         reply = COMMANDS[name][1](supervisor, request)
     except Exception as exc:  # a failing command must not take the supervisor down
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    return reply if isinstance(reply, Pending) else {"ok": True, **reply}
+    return reply if isinstance(reply, (Pending, Later)) else {"ok": True, **reply}
+
+
+def finish_later(later: Later) -> dict:
+    try:
+        return {"ok": True, **later.then()}
+    except Exception as exc:  # same rule as handle(): an error reply, never a crash
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def finish(pending: Pending, descriptors: dict) -> dict:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from registry.errors import RegistryError
+
 from .cli import OPTION_CONFIG, OPTION_SET, resolve_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -24,12 +26,6 @@ def registry_of(config_path, overrides):
     from registry.client import open_registry
 
     return open_registry(resolve_config(config_path, overrides)["registry"])
-
-
-def registry_errors():
-    from registry.errors import RegistryError
-
-    return RegistryError
 
 
 @click.group(help="Create, build, publish and inspect personas (the registry).")
@@ -46,7 +42,7 @@ def persona_create(persona_id, display_name, config_path, overrides) -> None:
     with registry_of(config_path, overrides) as registry:
         try:
             created = registry.create_persona(persona_id, display_name=display_name)
-        except registry_errors() as exc:
+        except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"created {created['persona_id']}" + (f" ({display_name})" if display_name else ""))
 
@@ -84,7 +80,7 @@ def persona_build(persona_id, images, video, voice_refs, voice, min_anchors, con
         try:
             job = registry.create_version(persona_id, inputs, options)
             status = watch(registry, job)
-        except (registry_errors(), TimeoutError) as exc:
+        except (RegistryError, TimeoutError) as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(qc_table(status.get("qc") or []))
     for warning in status.get("warnings") or []:
@@ -131,10 +127,13 @@ def qc_table(items: list[dict]) -> str:
 @OPTION_SET
 def persona_list(config_path, overrides) -> None:
     with registry_of(config_path, overrides) as registry:
-        for p in registry.list_personas():
-            versions = registry.list_versions(p["persona_id"])
-            latest = f"@{versions[-1]['version']}" if versions else " (no version)"
-            click.echo(f"{p['persona_id']}{latest}  {p.get('display_name') or ''}")
+        try:
+            personas = registry.list_personas()
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from None
+    for p in personas:
+        latest = f"@{p['latest_version']}" if p.get("latest_version") else " (no version)"
+        click.echo(f"{p['persona_id']}{latest}  {p.get('display_name') or ''}")
 
 
 @persona.command("versions", help="The published versions of a persona.")
@@ -145,7 +144,7 @@ def persona_versions(persona_id, config_path, overrides) -> None:
     with registry_of(config_path, overrides) as registry:
         try:
             versions = registry.list_versions(persona_id)
-        except registry_errors() as exc:
+        except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
     for v in versions:
         click.echo(f"{persona_id}@{v['version']}  {v.get('published_at', '')}  {v.get('content_hash', '')[:12]}")
@@ -163,7 +162,7 @@ def persona_show(ref, as_json, config_path, overrides) -> None:
         try:
             persona_id, version = parse_ref(ref)
             pack = registry.get_pack(persona_id, version)
-        except (registry_errors(), PackError) as exc:
+        except (RegistryError, PackError) as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(pack.record, indent=2))

@@ -15,7 +15,7 @@ import numpy as np
 
 from persona.hooks import AnchorRefreshPolicy, BehaviorPolicyClamp, select_anchor, wanted_expression
 
-from .motion import FaceAnimator, MarkerError, ease_in_out
+from .motion import FaceAnimator, MarkerError, ease_in_out, marker_targets
 from .persona import LoadedPersona, load_persona
 
 
@@ -129,7 +129,9 @@ class FaceDriver:
     def apply_marker(self, command: str, value: str, frame: int, drift_stats: dict | None = None) -> dict:
         """A marker at ``frame``, through the behaviour clamp and anchor selection. Returns what
         was decided: ``applied`` (the marker the animator got, or None if dropped), ``clamp``
-        (why it was changed), ``switch`` (an AnchorSwitch, with ``reason``)."""
+        (why it was changed), ``switch`` (an AnchorSwitch, with ``reason``). An unknown marker
+        raises MarkerError before anything is decided."""
+        marker_targets(command, value)  # the vocabulary first: nothing may be scheduled for a marker that fails
         command, value, why = self.clamp.clamp_marker(command, value)
         decision: dict = {"clamp": why, "switch": None, "reason": "", "applied": None}
         if not value:
@@ -157,11 +159,14 @@ class FaceDriver:
         return {"switch": self.schedule_switch(neutral.anchor_id, frame), "reason": why}
 
     def schedule_switch(self, to: str, frame: int, frames: int | None = None) -> AnchorSwitch:
+        """From ``frame`` on, dissolve to anchor ``to``; a dissolve still running at ``frame``
+        finishes first (starting from a half-mixed frame would jump)."""
         if to not in self.renderers:
             raise MarkerError(f"anchor {to!r} is not in persona {self.persona.ref}")
-        source = self.switches[-1].to
-        frames = 0 if source == to else (self.dissolve_frames if frames is None else frames)
-        switch = AnchorSwitch(frame, source, to, frames)
+        last = self.switches[-1]
+        frame = max(frame, last.frame + last.frames)
+        frames = 0 if last.to == to else (self.dissolve_frames if frames is None else frames)
+        switch = AnchorSwitch(frame, last.to, to, frames)
         self.switches = [s for s in self.switches if s.frame <= frame][-self.MAX_SWITCHES:] + [switch]
         return switch
 

@@ -66,8 +66,11 @@ class DriftMonitor:
                                    name="drift-monitor")
         self.process.start()
         self.alpha = alpha
-        self.per_anchor: dict[str, float] = {}  # EWMA of each anchor's distance
-        self.trend: float | None = None  # EWMA over all samples
+        # Each anchor photo sits at its own distance from the persona's mean embedding (a smile
+        # is farther than a neutral face); drift is how far its renders rise above that.
+        self.baseline: dict[str, float] = {}  # an anchor's first measured distance
+        self.per_anchor: dict[str, float] = {}  # EWMA of each anchor's rise above its baseline
+        self.trend: float | None = None  # EWMA of the rise over all samples
 
     def offer(self, frame: int, anchor_id: str, image: np.ndarray, landmarks: np.ndarray) -> bool:
         """Hand a rendered frame over without waiting; False if the measurer is still busy."""
@@ -84,10 +87,10 @@ class DriftMonitor:
                 sample = self.results.get_nowait()
             except queue.Empty:
                 return samples
+            rise = max(0.0, sample.distance - self.baseline.setdefault(sample.anchor_id, sample.distance))
             previous = self.per_anchor.get(sample.anchor_id)
-            self.per_anchor[sample.anchor_id] = sample.distance if previous is None else (
-                self.alpha * sample.distance + (1 - self.alpha) * previous)
-            self.trend = sample.distance if self.trend is None else self.alpha * sample.distance + (1 - self.alpha) * self.trend
+            self.per_anchor[sample.anchor_id] = rise if previous is None else self.alpha * rise + (1 - self.alpha) * previous
+            self.trend = rise if self.trend is None else self.alpha * rise + (1 - self.alpha) * self.trend
             samples.append(sample)
 
     def close(self, timeout: float = 3.0) -> None:
@@ -96,6 +99,9 @@ class DriftMonitor:
         except queue.Full:
             pass
         self.process.join(timeout)
+        # A frame still in a queue's feeder thread must not hold this process at exit.
+        self.jobs.cancel_join_thread()
+        self.results.cancel_join_thread()
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout)

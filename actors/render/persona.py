@@ -84,6 +84,8 @@ def resolve_pack(config: dict, registry=None) -> PersonaPack:
             return source.get_pack(persona_id, version)
     except (PackError, RegistryError, KeyError, LookupError, ValueError) as exc:
         raise PersonaUnavailable(f"persona {wanted or BUILTIN_ID!r}: {exc}") from None
+    except Exception as exc:  # a lost database, a timed-out build: still a clear refusal, not a crash
+        raise PersonaUnavailable(f"persona {wanted or BUILTIN_ID!r}: {type(exc).__name__}: {exc}") from None
 
 
 def builtin_pack(registry) -> PersonaPack:
@@ -113,7 +115,7 @@ def load_persona(config: dict, registry=None) -> LoadedPersona:
         try:
             faces = {aid: decode_face(source.read_asset(a.image_ref), a) for aid, a in anchors.items()}
             identity = decode_vector(source.read_asset(pack.face_embedding_ref))
-        except RegistryError as exc:
+        except (RegistryError, KeyError) as exc:
             raise PersonaUnavailable(f"persona {pack.ref}: {exc}") from None
     qc = {k: pack.record["qc"][k] for k in ("accepted", "rejected")}
     return LoadedPersona(pack, mode, anchors, faces, identity, qc)

@@ -259,6 +259,16 @@ def test_get_pack_validates_what_it_reads(registry):
         registry.get_pack("ada", 1)
 
 
+def test_a_damaged_pack_arrives_over_http_as_the_same_error(service):
+    reg, client, _url = service
+    reg.create_persona("ada")
+    reg.publish("ada", real_draft(reg.blobs, "ada"))
+    with reg.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE persona_versions SET pack = :p"), {"p": json.dumps({"persona_id": "ada"})})
+    with pytest.raises(Corrupt, match="stored pack ada@1 is invalid"):
+        client.get_pack("ada", 1)
+
+
 # -- build jobs (the real builder) ----------------------------------------------------------
 def test_a_real_build_publishes_and_a_rebuild_is_a_no_op(registry):
     registry.create_persona("ada", "Ada")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises:
-Create Date: 2026-12-10
+Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
