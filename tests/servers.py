@@ -120,26 +120,23 @@ def stop_postgres(pgbin: Path, data: Path) -> None:
 
 def fresh_database(server_url: str) -> str:
     """A new, empty database on the server; returns its URL (drop it with ``drop_database``)."""
-    import sqlalchemy as sa
-
     name = f"t_{uuid.uuid4().hex[:16]}"
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+    run_admin(server_url, f'CREATE DATABASE "{name}"')
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def drop_database(server_url: str, database_url: str) -> None:
+    run_admin(server_url, f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def run_admin(server_url: str, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE cannot run inside one)."""
     import sqlalchemy as sa
 
-    name = database_url.rsplit("/", 1)[1]
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(statement))
     finally:
         engine.dispose()
 
