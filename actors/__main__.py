@@ -20,7 +20,10 @@ def main() -> None:
     setup_logging(name)
     ctx = ProcessContext(name)
     try:
-        actor_class(name)(ctx).run()
+        actor = actor_class(name)(ctx)
+        if ctx.spare and not ctx.wait_as_spare(actor):
+            return
+        actor.run()
     finally:
         ctx.close()
 

@@ -8,6 +8,11 @@ of at most ``max_render_batch``; the first speech frame of a chunk is rendered a
 so it is out as soon as possible, and batches after the start of speech grow with the
 lead the player holds (1, 1, 2, 4, ...). Between batches the loop goes back to its
 sockets, so a barge-in never waits for more than one batch.
+
+In a crash recovery the driver says where the timeline continues when the stitcher or the
+player was replaced (the first frame it lacks, or the first the player has not shown), and
+starts over from there when the player was. A chunk announced twice, or a marker sent
+twice, is taken once.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from collections import deque
 
 import numpy as np
 
-from protocol import AudioSpan, AVPacket, ChunkStart, ConfigUpdate, Credit, Provenance, VisualMarker, frame_start_sample
+from protocol import (AudioSpan, AVPacket, ChunkStart, ConfigUpdate, Credit, Provenance, Recovery, ResumePoint,
+                      VisualMarker, frame_start_sample)
 
 from .face_host import FaceHost
 from .render import FaceDriver, MarkerError, frame_rms
@@ -50,6 +56,10 @@ class Driver:
         self.sent_since_report = 0
         self.speech_streak = 0  # speech frames sent since speech (re)started: batches ramp 1, 1, 2, 4, ...
         self.depth_changed = False
+        self.expected_frame = -1  # the frame after the last span received
+        self.last_span: AudioSpan | None = None  # its kind, utterance and end tell where a recovery resumes
+        self.applied_markers: set[tuple[int, int, int]] = set()  # (epoch, chunk, index): a repeat is dropped
+        self.paused = False
 
     @property
     def face(self) -> FaceDriver:
@@ -68,7 +78,7 @@ class Driver:
         poller = ctx.poller()
         ctx.ready(self.describe())
         self.host.start()
-        ctx.grant("stitcher", self.window, depth=0)
+        ctx.start_receiving(lambda: ctx.grant("stitcher", self.window, depth=0, reset=True))
         while ctx.running:
             poller.poll(0 if self.can_render() else ctx.poll_timeout_ms())
             ctx.receive(self)
@@ -92,7 +102,7 @@ class Driver:
         self.depth_changed = False
 
     def can_render(self) -> bool:
-        return bool(self.spans) and self.player_credit.available > 0
+        return bool(self.spans) and self.player_credit.available > 0 and not self.paused
 
     def queued_frames(self) -> int:
         return sum(s.n_frames for s in self.spans) - self.rendered_in_head
@@ -103,12 +113,67 @@ class Driver:
     # -- handlers -------------------------------------------------------------------------------
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         if self.ctx.adopt_epoch(epoch, cause):
-            self.spans.clear()
-            self.rendered_in_head = self.speech_streak = self.sent_since_report = 0
-            self.chunk_starts.clear(), self.anchors.clear(), self.pending_markers.clear(), self.added_since_render.clear()
-            self.face.animator.forget_speech()
+            self.drop_all()
             self.player_credit.enter_epoch(epoch)
             self.ctx.grant("stitcher", self.window, depth=0)
+
+    def drop_all(self) -> None:
+        self.spans.clear()
+        self.rendered_in_head = self.speech_streak = self.sent_since_report = 0
+        self.chunk_starts.clear(), self.anchors.clear(), self.pending_markers.clear(), self.added_since_render.clear()
+        self.applied_markers.clear()
+        self.face.animator.forget_speech()
+        self.last_span, self.expected_frame = None, -1
+
+    # -- crash recovery (actors.recovery) ------------------------------------------------------
+    def on_peer_down(self, recovery: Recovery) -> None:
+        if recovery.actor == "player":
+            self.player_credit.suspend()
+            self.paused = True
+
+    def on_peer_rejoined(self, recovery: Recovery) -> None:
+        """A new stitcher or player: say where the timeline continues; a new stitcher also
+        gets what credit we do not hold."""
+        if recovery.actor == "stitcher":
+            self.report_resume(recovery, self.expected_frame)
+            self.ctx.grant("stitcher", self.window - self.queued_frames(), depth=self.queued_frames(), reset=True)
+        elif recovery.actor == "player":
+            shown = self.player_credit.position
+            self.report_resume(recovery, shown + 1 if shown >= 0 else self.first_unsent_frame())
+
+    def report_resume(self, recovery: Recovery, frame: int) -> None:
+        chunk, start = self.chunk_at(frame)
+        skip = frame_start_sample(frame, self.sr, self.fps) - start if chunk >= 0 else 0
+        self.ctx.request(ResumePoint(actor=NAME, pid=self.ctx.incarnation, recovery_id=recovery.recovery_id,
+                                     resume_frame=frame, resume_chunk=chunk, chunk_start=start, skip_samples=skip))
+
+    def chunk_at(self, frame: int) -> tuple[int, int]:
+        """The chunk still speaking at ``frame`` and its start sample; (-1, -1) when none is
+        (the utterance had ended, or nothing was said)."""
+        span = self.last_span
+        if frame < 0 or span is None or (span.kind == "speech" and span.final) or not self.chunk_starts:
+            return -1, -1
+        start, sequence_id, _ = self.chunk_starts[bisect.bisect_right(
+            self.chunk_starts, (frame_start_sample(frame, self.sr, self.fps), float("inf"))) - 1]
+        return sequence_id, start
+
+    def first_unsent_frame(self) -> int:
+        return self.next_frame() if self.spans else self.expected_frame
+
+    def on_rewind(self, recovery: Recovery) -> None:
+        """The player was replaced (or we were): start over at the frame it lacks."""
+        if NAME not in recovery.scope:
+            return
+        keep = self.chunk_starts[-KNOWN_CHUNKS:]
+        self.drop_all()
+        self.chunk_starts = keep  # so a later recovery can still place what was said before
+        if "player" in recovery.scope:
+            self.player_credit.await_reset_after(recovery.recovery_id)
+        self.paused = False
+        self.ctx.grant("stitcher", self.window, depth=0, reset=True)
+
+    def on_recovered(self, _recovery: Recovery) -> None:
+        self.paused = False
 
     def on_config(self, update: ConfigUpdate) -> None:
         self.host.on_config(update)
@@ -123,13 +188,18 @@ class Driver:
             self.ctx.error("receive", "credit_exceeded", f"span of {span.n_frames} frames beyond the window",
                            frame=span.first_frame)
         self.spans.append(span)
+        self.last_span, self.expected_frame = span, span.first_frame + span.n_frames
         if span.kind == "speech":
             self.host.on_speech(span.utterance_id, span.first_frame)
+        # A chunk announced again after a recovery is placed already: its phonemes are in.
+        new = [start for start in span.chunk_starts if start.sequence_id not in self.anchors]
         starts = sorted(s.start_sample for s in span.chunk_starts)
         for i, first in enumerate(starts):  # one call per chunk: replay rebuilds exactly these groups
+            if all(s.start_sample != first for s in new):
+                continue
             until = starts[i + 1] if i + 1 < len(starts) else float("inf")
             self.face.animator.add_phonemes([p for p in span.phonemes if first <= p[1] < until])
-        for start in span.chunk_starts:
+        for start in new:
             self.added_since_render.append(start.sequence_id)
             bisect.insort(self.chunk_starts, (start.start_sample, start.sequence_id, start.provenance))
             self.anchors[start.sequence_id] = start
@@ -138,6 +208,12 @@ class Driver:
         del self.chunk_starts[:-KNOWN_CHUNKS]
 
     def on_visual_marker(self, marker: VisualMarker) -> None:
+        key = (marker.epoch, marker.sequence_id, marker.index_in_chunk)
+        if key in self.applied_markers:
+            return  # sent again after a recovery
+        self.applied_markers.add(key)
+        if len(self.applied_markers) > 4 * MAX_PENDING_MARKERS:
+            self.applied_markers = {k for k in self.applied_markers if k[1] >= marker.sequence_id - KNOWN_CHUNKS}
         if marker.sequence_id in self.anchors:
             self.apply_marker(marker)
         elif sum(len(v) for v in self.pending_markers.values()) < MAX_PENDING_MARKERS:
@@ -231,7 +307,8 @@ class Driver:
             epoch=self.ctx.epoch, frame_index=frame, sample_rate=self.sr, fps=self.fps,
             width=self.face.renderer.width, height=self.face.renderer.height, kind=head.kind,
             utterance_id=head.utterance_id, sequence_id=provenance.chunk_id if provenance else -1, final=final,
-            provenance=provenance, pixels=memoryview(image).cast("B"), pcm=memoryview(pcm).cast("B"),
+            provenance=provenance, credit_of=self.player_credit.token, pixels=memoryview(image).cast("B"),
+            pcm=memoryview(pcm).cast("B"),
         )
         self.ctx.send_to("player", packet)
         self.player_credit.spend(1)

@@ -3,9 +3,12 @@
 Chunks are synthesised strictly in order, one at a time: the head chunk goes to the
 active engine with a deadline from that engine's EWMA (``stall_factor`` x expected, at
 least ``min_deadline_ms``). A chunk that misses its deadline or fails is synthesised
-again by the fallback engine, which then serves until the stalled engine answers again
--- the same words continue, nothing is repeated or skipped. A seeded engine that fails
-is first retried once: it gives the same PCM for the same text, so there is no seam.
+again by the fallback engine -- the same words continue, nothing is repeated or skipped.
+A stalled engine is given nothing until it answers again; one that *failed* is tried
+again after a short back-off (doubling to ERROR_RETRY_MAX_S), so one bad chunk never
+hands the stream to the fallback for good. A seeded engine that fails is first retried
+once: it gives the same PCM for the same text, so there is no seam. Every swap says why:
+stall, error, recovered or config.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from .runtime import ActorContext
 MS_PER_CHAR_GUESS = 65.0
 #: How long an idle worker waits for a job before looking again (so close() is never stuck).
 IDLE_WAIT_S = 1.0
+#: After an engine fails a chunk it is tried again this much later, doubling while it keeps failing.
+ERROR_RETRY_S = 0.5
+ERROR_RETRY_MAX_S = 10.0
 _worker_ids = itertools.count()
 
 
@@ -116,6 +122,20 @@ class Engine:
     healthy: bool = True
     rtf: float | None = None  # EWMA of synthesis ms per audio ms
     ms_per_char: float = MS_PER_CHAR_GUESS
+    down_why: str = ""  # why it is not healthy: "stall" (answers later) or "error" (retried at retry_at)
+    retry_at: float = 0.0
+    backoff_s: float = ERROR_RETRY_S
+
+    def usable(self, now: float) -> bool:
+        return not self.worker.busy and (self.healthy or (self.down_why == "error" and now >= self.retry_at))
+
+    def failed(self, now: float) -> None:
+        self.healthy, self.down_why = False, "error"
+        self.retry_at = now + self.backoff_s
+        self.backoff_s = min(ERROR_RETRY_MAX_S, self.backoff_s * 2)
+
+    def answered(self) -> None:
+        self.healthy, self.down_why, self.backoff_s = True, "", ERROR_RETRY_S
 
     def expected_ms(self, chars: int) -> float:
         return (self.rtf if self.rtf is not None else 0.3) * self.ms_per_char * max(chars, 1)
@@ -137,6 +157,7 @@ class Job:
     started: float
     deadline: float
     tried: list[str] = field(default_factory=list)
+    why: str = ""  # why it is not on the active engine: stall, error (the active one's failure)
 
 
 class EnginePool:
@@ -190,22 +211,22 @@ class EnginePool:
         """Give ``chunk`` to the engine that should speak it; False if every usable one is busy
         (e.g. the stalled one): try again next turn."""
         first = self.engines[self.active]
-        name = self.active
-        if not (first.healthy and not first.worker.busy):
+        name, why = self.active, ""
+        if not first.usable(time.monotonic()):
             backup = self.fallback
             if backup and backup != self.active and not self.engines[backup].worker.busy:
-                name = backup
+                name, why = backup, first.down_why or "busy"
         if self.engines[name].worker.busy:
             return False
-        self.submit(chunk, name, [], voice)
+        self.submit(chunk, name, [], voice, why)
         return True
 
-    def submit(self, chunk: TextChunk, name: str, tried: list[str], voice: VoiceSchema) -> None:
+    def submit(self, chunk: TextChunk, name: str, tried: list[str], voice: VoiceSchema, why: str = "") -> None:
         engine = self.engines[name]
         budget_ms = max(float(self.tts["min_deadline_ms"]), float(self.tts["stall_factor"]) * engine.expected_ms(len(chunk.text)))
         now = time.monotonic()
         engine.worker.submit(chunk, voice)
-        self.job = Job(chunk, name, now, now + budget_ms / 1000, tried + [name])
+        self.job = Job(chunk, name, now, now + budget_ms / 1000, tried + [name], why)
 
     def check_deadline(self, voice: VoiceSchema) -> None:
         """A late head chunk goes to the fallback; with none, we wait for the engine."""
@@ -216,12 +237,13 @@ class EnginePool:
         if not backup:
             job.deadline = math.inf
             return
-        self.engines[job.engine].healthy = False
+        stalled = self.engines[job.engine]
+        stalled.healthy, stalled.down_why = False, "stall"
         self.ctx.emit("stall", "warn", utterance_id=job.chunk.utterance_id, chunk_id=job.chunk.sequence_id,
                       duration_ms=(time.monotonic() - job.started) * 1000,
                       data={"adapter": job.engine, "deadline_ms": round((job.deadline - job.started) * 1000, 1),
                             "fallback": backup})
-        self.submit(job.chunk, backup, job.tried, voice)
+        self.submit(job.chunk, backup, job.tried, voice, "stall")
 
     def results(self) -> list[tuple[Engine, TextChunk, Synthesis | Exception]]:
         return [(e, chunk, result) for e in self.engines.values() for chunk, result in e.worker.collect()]
@@ -234,12 +256,15 @@ class EnginePool:
         if chunk.epoch < self.ctx.epoch:
             self.ctx.emit("synth", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, epoch=chunk.epoch,
                           data={"adapter": engine.name, "why": "older epoch"})
-            engine.healthy = True
+            engine.answered()
             return None
         if job is None or job.chunk is not chunk:
             # A stalled engine answering after its fallback served the chunk: it is back.
             was = engine.healthy
-            engine.healthy = not isinstance(result, Exception)
+            if isinstance(result, Exception):
+                engine.failed(time.monotonic())
+            else:
+                engine.answered()
             self.ctx.emit("synth", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
                           surface=engine.name, data={"adapter": engine.name, "why": "late, already served",
                                                      "recovered": engine.healthy and not was})
@@ -248,7 +273,8 @@ class EnginePool:
             result = self.recover(engine, job, result, voice)
             if result is None:
                 return None
-        engine.healthy = True
+        else:
+            engine.answered()
         engine.observe(result, len(chunk.text))
         self.job = None
         return job, result
@@ -264,11 +290,13 @@ class EnginePool:
             self.ctx.emit("retry", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, data={"adapter": engine.name})
             self.submit(chunk, engine.name, job.tried, voice)
             return None
-        engine.healthy = False
+        engine.failed(time.monotonic())
         backup = self.usable_fallback(job.tried)
         if backup:
-            self.submit(chunk, backup, job.tried, voice)
+            self.submit(chunk, backup, job.tried, voice, "error")
             return None
+        self.ctx.error("synth", "unspoken", f"chunk {chunk.sequence_id} could not be synthesised by any engine; "
+                       "the stream goes on without it", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id)
         return Synthesis(np.zeros(0, np.int16), engine.adapter.sample_rate or 22050)
 
     def swap(self, name: str, job: Job) -> tuple[str, str] | None:
@@ -281,7 +309,7 @@ class EnginePool:
         elif name == self.active:
             reason = "recovered"
         else:
-            reason = "stall" if len(job.tried) > 1 else "fallback"
+            reason = job.why or "fallback"
         self.config_swap = False
         return previous, reason
 

@@ -5,6 +5,10 @@ protocol/ingress.py. Chunks leave only against TTS credit (unit: chunks). When
 ``max_buffered_chunks`` are waiting, the parser stops reading the ingress, so the
 sender's PUSH socket blocks at its high-water mark: memory stays bounded and no token
 is dropped. Markers skip the queue: they go to the driver the moment they close.
+
+The parser owns the text until it is heard (:class:`~actors.owned_text.OwnedText`): after
+a crash below it sends again from where the recovery says; a replacement parser starts
+from the supervisor's ledger (``Restore``) before it reads the ingress again.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from collections import deque
 
 import zmq
 
-from protocol import (ConfigUpdate, Credit, EpochRequest, IngressBargeIn, IngressEnd, IngressToken, ProtocolError,
-                      TextChunk, VisualMarker, parse_ingress)
+from protocol import (ConfigUpdate, Credit, EpochRequest, Heard, IngressBargeIn, IngressEnd, IngressToken,
+                      ProtocolError, Recovery, Restore, RestoreRequest, TextChunk, VisualMarker, parse_ingress)
 from protocol.config import apply_changes
 from protocol.limits import INGRESS_MAX_BYTES, INGRESS_SOCKET_MAX_BYTES
 
+from .owned_text import OwnedText
 from .runtime import ActorContext, CreditLedger, now_ns
 from .stream_parser import ChunkPolicy, ParsedChunk, ParsedMarker, ParseError, StreamParser
 
@@ -28,6 +33,8 @@ NAME = "parser"
 EPOCH_REQUEST_RETRY_S = 0.5
 #: Ingress messages read per loop turn, so credit and the system channel are never starved.
 INGRESS_BATCH = 256
+#: How often a replacement parser asks the supervisor for the text its predecessor owned.
+RESTORE_RETRY_S = 0.3
 
 
 def policy_from(config: dict, target_tokens: int = 0) -> ChunkPolicy:
@@ -54,6 +61,10 @@ class Parser:
         self.opened_at: dict[int, int] = {}  # sequence_id -> arrival of the chunk's first token, for chunks in the outbox
         self.utterance_id = 0
         self.barge_requested_at: float | None = None
+        self.owned = OwnedText(ctx, lambda: (self.utterance_id, self.stream.snapshot()))
+        self.paused = False  # a recovery below is under way: send nothing until it rewinds
+        self.restored = not ctx.rejoining  # a replacement reads no ingress before its Restore
+        self.restore_asked_at = 0.0
 
     def describe(self) -> dict:
         cfg = self.ctx.config["parser"]
@@ -84,7 +95,7 @@ class Parser:
                 "credit": {"tts": self.tts_credit.available}, "utterance_id": self.utterance_id}
 
     def has_room(self) -> bool:
-        return len(self.outbox) < self.max_buffered
+        return self.restored and len(self.outbox) < self.max_buffered
 
     def read_ingress(self) -> None:
         for _ in range(INGRESS_BATCH):
@@ -97,17 +108,28 @@ class Parser:
             self.on_ingress(frames)
 
     def step(self) -> None:
-        """Ask again for an epoch the supervisor has not confirmed; send chunks against credit."""
-        if self.barge_requested_at is not None and time.monotonic() - self.barge_requested_at > EPOCH_REQUEST_RETRY_S:
-            self.barge_requested_at = time.monotonic()
+        """Ask again for what the supervisor has not answered (an epoch, the owned text);
+        send chunks against credit; journal what changed."""
+        now = time.monotonic()
+        if self.barge_requested_at is not None and now - self.barge_requested_at > EPOCH_REQUEST_RETRY_S:
+            self.barge_requested_at = now
             self.ctx.request(EpochRequest(source=NAME, reason="ingress barge_in (retry)", requested_at_ns=now_ns()))
-        while self.outbox and self.barge_requested_at is None and self.tts_credit.can_send(1):
-            spent = self.tts_credit.spend(1)
-            chunk = self.outbox.popleft()
-            self.recent_chunks.append((self.opened_at.pop(chunk.sequence_id, 0), chunk))
-            self.ctx.send_to("tts", chunk)
-            self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.tts_credit.link,
-                          data={**spent, "queued": len(self.outbox)})
+        if not self.restored and now - self.restore_asked_at > RESTORE_RETRY_S:
+            self.restore_asked_at = now
+            self.ctx.request(RestoreRequest(actor=NAME, pid=self.ctx.incarnation))
+        while self.outbox and self.barge_requested_at is None and not self.paused and self.tts_credit.can_send(1):
+            self.send_chunk(self.outbox.popleft())
+        self.owned.flush()
+
+    def send_chunk(self, chunk: TextChunk) -> None:
+        spent = self.tts_credit.spend(1)
+        chunk = dataclasses.replace(chunk, credit_of=self.tts_credit.token)
+        self.recent_chunks.append((self.opened_at.pop(chunk.sequence_id, 0), chunk))
+        self.owned.sent(chunk)
+        self.ctx.send_to("tts", chunk)
+        self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.tts_credit.link,
+                      data={**spent, "queued": len(self.outbox),
+                            **({"resume_sample": chunk.resume_sample} if chunk.resume_sample else {})})
 
     # -- handlers -------------------------------------------------------------------------------
     def on_ingress(self, frames: list[bytes]) -> None:
@@ -118,6 +140,9 @@ class Parser:
             self.ctx.error("ingress", exc.code, exc.detail, surface="ingress", utterance_id=self.utterance_id)
             return
         if isinstance(item, IngressToken):
+            if item.removed:
+                self.ctx.emit("ingress", "warn", surface="ingress", utterance_id=self.utterance_id,
+                              data={"code": "control_characters", "removed": item.removed})
             self.publish(self.stream.feed(item.text, received), received)
         elif isinstance(item, IngressEnd):
             self.publish(self.stream.end(received), received)
@@ -125,6 +150,8 @@ class Parser:
             self.utterance_id += 1
         elif isinstance(item, IngressBargeIn):
             self.on_ingress_barge_in(received)
+        self.owned.touch()
+        self.owned.flush_if_large()
 
     def on_ingress_barge_in(self, received: int) -> None:
         """Drop everything now and ask the supervisor for a new epoch; chunks wait until it comes."""
@@ -147,9 +174,67 @@ class Parser:
             self.stream.policy = policy_from(self.ctx.config, self.stream.policy.target_tokens)
             self.ctx.emit("config", data={"version": update.version, "applied": mine, "at": "next character"})
 
+    def on_heard(self, heard: Heard) -> None:
+        self.owned.heard(heard.epoch, heard.through_sequence)
+
+    def on_restore(self, restore: Restore) -> None:
+        """A replacement's start: the chunks its predecessor owned go out first (the TTS
+        drops those it already has), then the stream parser continues where it was."""
+        if self.restored:
+            return
+        if restore.epoch > self.ctx.epoch:  # a barge-in came while no parser was running
+            self.on_epoch(restore.epoch, "restore")
+        if restore.epoch < self.ctx.epoch:  # what it held was interrupted: nothing to send again
+            restore = Restore(epoch=self.ctx.epoch, utterance_id=restore.utterance_id, last=restore.last)
+        try:
+            chunks = [TextChunk(**record) for record in restore.chunks]
+            markers = [VisualMarker(**record) for record in restore.markers]
+            for chunk in chunks:
+                chunk.validate()
+            if restore.last and restore.parser_state:
+                self.stream.restore(restore.parser_state)
+        except (TypeError, ValueError) as exc:  # a damaged ledger entry: start clean, say so
+            self.ctx.error("restore", "bad_restore", f"{type(exc).__name__}: {exc}")
+            chunks, markers = [], []
+        self.outbox.extend(dataclasses.replace(c, epoch=self.ctx.epoch, credit_of=0) for c in chunks)
+        for marker in markers:
+            self.send_marker_again(marker)
+        if restore.last:
+            self.utterance_id, self.restored = restore.utterance_id, True
+            self.ctx.emit("restore", data={"chunks": [c.sequence_id for c in self.outbox],
+                                           "open_text": self.stream.buffered_chars, "utterance_id": self.utterance_id})
+
+    # -- crash recovery (actors.recovery) ------------------------------------------------------
+    def on_peer_down(self, recovery: Recovery) -> None:
+        if recovery.actor == NAME:
+            return
+        self.paused = True  # what it held is sent again at the rewind; nothing in between
+        if recovery.actor == "tts":
+            self.tts_credit.suspend()
+
+    def on_peer_rejoined(self, recovery: Recovery) -> bool:
+        return recovery.actor != NAME or self.restored  # a replacement answers once it has its text
+
+    def on_rewind(self, recovery: Recovery) -> None:
+        """Everything from the chunk the recovery names goes out again, before the queue."""
+        chunks, markers = self.owned.resend_from(recovery.resume_chunk, recovery.skip_samples)
+        unsent = [c for c in self.outbox if c.sequence_id not in {r.sequence_id for r in chunks}]
+        self.outbox.clear()
+        self.outbox.extend(chunks + unsent)
+        self.tts_credit.await_reset_after(recovery.recovery_id)  # the TTS starts over and grants anew
+        for marker in markers:
+            self.send_marker_again(marker)
+        self.paused = False
+        self.ctx.emit("resend", data={"chunks": [c.sequence_id for c in chunks], "from_chunk": recovery.resume_chunk,
+                                      "skip_samples": recovery.skip_samples, "recovery": recovery.recovery_id})
+
+    def on_recovered(self, _recovery: Recovery) -> None:
+        self.paused = False
+
     def on_epoch(self, epoch: int, cause: str, issued_at_ns: int = 0) -> None:
         if not self.ctx.adopt_epoch(epoch, cause):
             return
+        self.owned.on_epoch(epoch)
         self.tts_credit.enter_epoch(epoch)
         if self.barge_requested_at is None:
             self.keep_what_overtook(epoch, issued_at_ns)
@@ -157,6 +242,7 @@ class Parser:
         # Chunks parsed while we waited for the epoch belong to the new one.
         for i, chunk in enumerate(self.outbox):
             self.outbox[i] = dataclasses.replace(chunk, epoch=epoch)
+            self.owned.closed(self.outbox[i])
         for marker in self.held_markers:
             self.send_marker(marker)
         self.held_markers.clear()
@@ -196,11 +282,13 @@ class Parser:
 
     def queue_chunk(self, event: ParsedChunk, received_ns: int) -> None:
         self.opened_at[event.sequence_id] = event.opened_at_ns
-        self.outbox.append(TextChunk(
+        chunk = TextChunk(
             epoch=self.ctx.epoch, utterance_id=self.utterance_id, sequence_id=event.sequence_id, text=event.text,
             boundary=event.boundary, final=event.final, marker_count=event.marker_count, window_tokens=event.tokens,
             closed_at_ns=event.closed_at_ns,
-        ))
+        )
+        self.outbox.append(chunk)
+        self.owned.closed(chunk)
         self.ctx.emit("parse", utterance_id=self.utterance_id, chunk_id=event.sequence_id,
                       duration_ms=(received_ns - event.closed_at_ns) / 1e6, surface="ingress",
                       data={"text": event.text, "boundary": event.boundary, "final": event.final, "tokens": event.tokens,
@@ -212,6 +300,15 @@ class Parser:
             epoch=self.ctx.epoch, utterance_id=self.utterance_id, sequence_id=m.sequence_id, command=m.command,
             value=m.value, timestamp_offset=float(m.offset), index_in_chunk=m.index_in_chunk,
         )
+        self.owned.marker(marker)
         self.ctx.send_to("driver", marker)
         self.ctx.emit("marker", utterance_id=self.utterance_id, chunk_id=m.sequence_id, surface="ingress",
                       data={"command": m.command, "value": m.value, "offset": m.offset})
+
+    def send_marker_again(self, marker: VisualMarker) -> None:
+        """After a recovery: the driver keeps the first of each (chunk, index) and drops repeats."""
+        marker = dataclasses.replace(marker, epoch=self.ctx.epoch)
+        if not any(m.sequence_id == marker.sequence_id and m.index_in_chunk == marker.index_in_chunk
+                   for m in self.owned.markers):
+            self.owned.marker(marker)
+        self.ctx.send_to("driver", marker)

@@ -10,7 +10,11 @@ does not stop). An empty buffer at a tick is an underflow: the last frame is hel
 silence and the event is on the timeline. A barge-in cuts at the next tick: that tick
 carries the next old frame with its audio faded to zero within ``BARGE_FADE_MS`` (no
 click), then the buffer is flushed. Credit (frames) goes back to the driver as packets
-leave the buffer.
+leave the buffer, with the index of the frame just shown.
+
+What has been shown is what has been heard: the parser learns it (``Heard``) and lets that
+text go. When the driver is replaced, the player says where the timeline continues: the
+first frame it does not hold, in the chunk that was speaking there.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections import deque
 import numpy as np
 import zmq
 
-from protocol import AVPacket, frame_samples
+from protocol import AVPacket, Heard, Recovery, ResumePoint, frame_samples, frame_start_sample
 from protocol.transport import send
 
 from .dsp import barge_cut
@@ -55,6 +59,9 @@ class Player:
         self.last_pixels = np.zeros((self.height, self.width, 3), np.uint8)
         self.in_speech = False  # last presented packet was speech of an unfinished utterance
         self.fade_next = False
+        self.shown_frame = -1  # the last frame presented
+        self.heard_through = -1  # the last chunk told to the parser as heard, this epoch
+        self.last_speech: AVPacket | None = None  # the newest speech packet received (where speech stands)
         self.counts = {"presented": 0, "underflows": 0, "idle_starved": 0, "flushed": 0, "late_slips": 0,
                        "skipped_fill": 0}
 
@@ -71,7 +78,8 @@ class Player:
         ctx = self.ctx
         poller = ctx.poller()
         ctx.ready(self.describe())
-        ctx.grant("driver", self.window, depth=0, playing=False)
+        ctx.start_receiving(lambda: ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer),
+                                              playing=self.playing, reset=True, position=self.shown_frame))
         while ctx.running:
             poller.poll(ctx.poll_timeout_ms(self.due()))
             ctx.receive(self)
@@ -116,8 +124,27 @@ class Player:
             for _ in range(dropped):
                 self.buffer.pop()
             self.in_speech = False
+            self.heard_through, self.last_speech = -1, None
             self.ctx.emit("flush", data={"dropped_frames": dropped, "fade_frame": self.fade_next})
-            self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing)
+            self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing,
+                           position=self.shown_frame)
+
+    # -- crash recovery (actors.recovery) ------------------------------------------------------
+    def on_peer_rejoined(self, recovery: Recovery) -> None:
+        """A new driver: it must render from the first frame we do not hold; grant it the rest of our window."""
+        if recovery.actor != "driver":
+            return
+        held = self.buffer[-1].frame_index if self.buffer else self.shown_frame
+        frame, chunk, start = held + 1, -1, -1
+        speech = self.last_speech
+        if speech is not None and not speech.final and speech.provenance is not None:
+            chunk, start = speech.provenance.chunk_id, speech.provenance.chunk_start
+        skip = frame_start_sample(frame, self.sr, self.fps) - start if chunk >= 0 and start >= 0 else 0
+        self.ctx.request(ResumePoint(actor=NAME, pid=self.ctx.incarnation, recovery_id=recovery.recovery_id,
+                                     resume_frame=frame, resume_chunk=chunk if start >= 0 else -1,
+                                     chunk_start=start, skip_samples=max(0, skip)))
+        self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing,
+                       reset=True, position=self.shown_frame)
 
     def on_av_packet(self, packet: AVPacket) -> None:
         if packet.kind == "speech" and self.playing and self.buffer and self.buffer[-1].kind == "fill":
@@ -128,8 +155,10 @@ class Player:
                 skipped += 1
             self.counts["skipped_fill"] += skipped
             self.ctx.emit("skip_fill", frame=packet.frame_index, utterance_id=packet.utterance_id, data={"frames": skipped})
-            self.ctx.grant("driver", skipped, depth=len(self.buffer), playing=True)
+            self.ctx.grant("driver", skipped, depth=len(self.buffer), playing=True, position=self.shown_frame)
         self.buffer.append(packet)
+        if packet.kind == "speech":
+            self.last_speech = packet
 
     # -- one tick -------------------------------------------------------------------------------
     def present(self, now: float, due: float) -> None:
@@ -156,9 +185,21 @@ class Player:
                 pass
         handed_off = time.monotonic()  # the frame has left for every sink
         if packet is not None:
-            self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True)
+            self.shown_frame = packet.frame_index
+            self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True, position=self.shown_frame)
+            self.tell_heard(packet)
         self.counts["presented"] += 1
         self.report(packet, kind, pcm, faded, now, due, handed_off)
+
+    def tell_heard(self, packet: AVPacket) -> None:
+        """A frame of chunk n shown: every chunk before it has been heard (n itself too at the
+        end of an utterance). The parser can let that text go."""
+        if packet.kind != "speech" or packet.sequence_id < 0:
+            return
+        through = packet.sequence_id if packet.final else packet.sequence_id - 1
+        if through > self.heard_through:
+            self.heard_through = through
+            self.ctx.send_to("parser", Heard(epoch=packet.epoch, through_sequence=through))
 
     def draw(self, packet: AVPacket) -> np.ndarray:
         return self.overlay.draw(np.frombuffer(packet.pixels, np.uint8).reshape(self.height, self.width, 3).copy())

@@ -14,7 +14,9 @@ so an actor class can be driven in-process by a unit test. Socket layout of a pr
 
 An actor object provides ``describe()`` and ``on_epoch(epoch, cause, issued_at_ns)``, a
 handler ``on_<message type>`` for each message it takes (``on_credit``,
-``on_audio_chunk``, ...) and, if it takes live config, ``on_config(update)``.
+``on_audio_chunk``, ...) and, if it takes live config, ``on_config(update)``. For crash
+recovery (``actors.recovery``) it may provide ``on_peer_down``, ``on_peer_rejoined``,
+``on_rewind`` and ``on_recovered``, each given the supervisor's Recovery message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -31,10 +34,14 @@ from typing import Any
 import zmq
 
 from protocol import (BargeIn, ConfigUpdate, Credit, Describe, EpochAck, Heartbeat, Info, Message, ProtocolError,
-                      Ready, Shutdown, TimelineEvent)
+                      Ready, Recovery, Shutdown, TakeOver, TimelineEvent)
 from protocol.config import from_env
-from protocol.names import CREDIT_LINKS, credit_unit, link_name
+from protocol.envelope import brief
+from protocol.flow import refund_of
+from protocol.names import CREDIT_LINKS, LINK_MESSAGES, credit_unit, link_name
 from protocol.transport import make_socket, recv, send
+
+from .recovery import RecoveryRole
 
 #: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
 DRAIN_LIMIT = 256
@@ -42,6 +49,10 @@ DRAIN_LIMIT = 256
 SUBSCRIPTION_WAIT_MS = 5000
 #: How long READY may wait for room on the health channel (it must not be lost).
 READY_SEND_TIMEOUT_MS = 5000
+#: Journal messages queued for the supervisor's ledger before one is refused (with an error).
+LEDGER_HWM = 10_000
+#: How long a spare keeps trying to bind the inbox of the process it replaces.
+TAKE_OVER_BIND_S = 2.0
 
 
 def now_ns() -> int:
@@ -50,7 +61,8 @@ def now_ns() -> int:
 
 
 class CreditLedger:
-    """Producer side of one credit link: how much we may still send this epoch."""
+    """Producer side of one credit link: how much we may still send this epoch, granted by
+    which incarnation of the consumer (``token``, carried as ``credit_of`` by what we send)."""
 
     def __init__(self, producer: str, consumer: str):
         self.link = link_name(producer, consumer)
@@ -59,18 +71,44 @@ class CreditLedger:
         self.available = 0
         self.depth = 0
         self.playing = False
+        self.position = -1
         self.spent_total = 0
+        self.token = 0  # the consumer's grant token; 0 until its first reset grant
+        self.suspended = False  # the consumer died: nothing until its replacement's reset grant
+        self.reset_recovery = 0  # the consumer's recovery_id on the last reset taken
+        self.min_reset = 0  # resets from before this recovery's rewind are not taken
 
     def on_credit(self, credit: Credit) -> None:
+        if credit.reset:
+            if credit.epoch >= self.epoch and credit.recovery_id >= self.min_reset:
+                self.epoch, self.available, self.token, self.suspended = credit.epoch, credit.amount, credit.grantor, False
+                self.depth, self.playing, self.position = credit.depth, credit.playing, credit.position
+                self.reset_recovery = credit.recovery_id
+            return
+        if self.suspended or credit.grantor != self.token:
+            return  # granted by a consumer process that has since been replaced
         if credit.epoch > self.epoch:
             self.epoch, self.available = credit.epoch, 0
         if credit.epoch == self.epoch:
             self.available += credit.amount
             self.depth, self.playing = credit.depth, credit.playing
+            if credit.position >= 0:
+                self.position = credit.position
 
     def enter_epoch(self, epoch: int) -> None:
         if epoch > self.epoch:
             self.epoch, self.available = epoch, 0
+
+    def suspend(self) -> None:
+        """The consumer is gone: spend nothing until it (its replacement) grants anew."""
+        self.available, self.suspended = 0, True
+
+    def await_reset_after(self, recovery_id: int) -> None:
+        """The consumer starts over in this recovery's rewind: spend only a grant made after
+        it (it may have come already: messages on two channels race)."""
+        self.min_reset = recovery_id
+        if self.reset_recovery < recovery_id:
+            self.suspend()
 
     def can_send(self, cost: int) -> bool:
         return self.available >= cost
@@ -106,6 +144,16 @@ class ActorContext(ABC):
         self.info: dict = {"actor": name, "state": "starting"}
         self.dropped_stale = 0
         self._stale_reported: set[tuple[str, int]] = set()
+        self.incarnation = os.getpid()
+        # A replacement for a process that died takes no data until the recovery has told
+        # it where the timeline continues (then it grants its producer, see start_receiving).
+        self.rejoining = os.environ.get("PERSONAS_RESTART") == "1"
+        self.dropped_rejoining = 0
+        self._on_receiving: list = []
+        self._granted_while_rejoining = False
+        self._grant_tokens: dict[str, int] = {}  # producer -> the token of our current grant to it
+        self.refused: list[dict] = []  # headers of data messages refused this turn (their credit goes back)
+        self.recovery = RecoveryRole(self)
 
     # -- what a subclass provides ----------------------------------------------------------------
     @abstractmethod
@@ -116,6 +164,10 @@ class ActorContext(ABC):
     def request(self, msg: Message, must_arrive: bool = False) -> None:
         """A message to the supervisor (health channel); with ``must_arrive`` it may wait
         (bounded) for room instead of being dropped."""
+
+    @abstractmethod
+    def journal(self, msg: Message) -> bool:
+        """A message to the supervisor's text ledger (never dropped while it keeps up)."""
 
     @abstractmethod
     def publish(self, event: TimelineEvent) -> None:
@@ -143,11 +195,30 @@ class ActorContext(ABC):
     # -- the path of every message: system first, then the inbox ---------------------------------
     def receive(self, actor: Any) -> None:
         """One turn's input for ``actor``: the system channel (barge-ins beat queued data),
-        then each inbox message through :meth:`deliver`."""
+        then each inbox message through :meth:`deliver`; then credit back for any data
+        message refused on the way (it spent its producer's credit)."""
         for msg in self.system_messages():
             self.on_system(actor, msg)
         for msg in self.inbox_messages():
             self.deliver(actor, msg)
+        refused, self.refused = self.refused, []
+        for header in refused:
+            self.refund(actor, header)
+
+    def refund(self, actor: Any, header: dict) -> None:
+        """Give back what a refused data message spent, if it spent our current grant (a
+        forged or stale one never adds credit). The actor may do it itself (``refund``)."""
+        producer = LINK_MESSAGES.get(header.get("type"))
+        if producer is None or header.get("credit_of") != self._grant_tokens.get(producer):
+            return
+        amount = refund_of(header)
+        if amount <= 0:
+            return
+        self.emit("refund", surface=link_name(producer, self.name), data={"type": header["type"], "amount": amount})
+        if hasattr(actor, "refund"):
+            actor.refund(producer, amount)
+        else:
+            self.grant(producer, amount)
 
     def on_system(self, actor: Any, msg: Message) -> None:
         if isinstance(msg, BargeIn):
@@ -160,6 +231,8 @@ class ActorContext(ABC):
         elif isinstance(msg, Describe):
             self.info = actor.describe()
             self.request(Info(actor=self.name, pid=os.getpid(), request_id=msg.request_id, info=self.info))
+        elif isinstance(msg, Recovery):
+            self.recovery.on_recovery(actor, msg)
         elif isinstance(msg, Shutdown):
             self.running = False
 
@@ -174,23 +247,67 @@ class ActorContext(ABC):
                 self.dropped_stale += 1
                 self.report_stale(msg, epoch)
             return
+        producer = LINK_MESSAGES.get(msg.TYPE)
+        if producer is not None and not self.spent_our_grant(msg, producer):
+            return
         handler = getattr(actor, f"on_{msg.TYPE}", None)
         if handler is None:
             self.error("receive", "unexpected_type", f"{self.name} does not take {msg.TYPE} messages")
             return
-        handler(msg)
+        try:
+            handler(msg)
+        except Exception as exc:  # one bad message must not take the actor down: refused, said, refunded
+            self.log.exception("%s handler failed", msg.TYPE)
+            self.error("receive", "handler_failed", f"{msg.TYPE}: {type(exc).__name__}: {brief(exc)}",
+                       chunk_id=getattr(msg, "sequence_id", -1))
+            if producer is not None:
+                self.refused.append({"type": msg.TYPE, "credit_of": getattr(msg, "credit_of", 0),
+                                     **{k: getattr(msg, k, None) for k in ("n_frames", "n_samples", "sample_rate")}})
 
-    def report_stale(self, msg: Message, epoch: int) -> None:
-        """The first stale message of each type and epoch goes on the timeline; the rest are
-        counted (``dropped_stale`` in heartbeats), so a flushed window costs one event, not fifty."""
-        key = (msg.TYPE, epoch)
+    def spent_our_grant(self, msg: Message, producer: str) -> bool:
+        """Data is taken only if it spent this process's current grant: not while a
+        replacement waits for its recovery, not what was sent to a process that died
+        (``credit_of`` 0 comes from test harnesses that do not track grants)."""
+        if self.rejoining:
+            self.dropped_rejoining += 1
+            return False
+        token = getattr(msg, "credit_of", 0)
+        if token and token != self._grant_tokens.get(producer):
+            self.dropped_stale += 1
+            self.report_stale(msg, self.epoch, token)
+            return False
+        return True
+
+    def start_receiving(self, first_grant) -> None:
+        """Call ``first_grant`` now, or, in a replacement, once its recovery has placed it
+        (unless the recovery's rewind has granted already: a second reset would void what
+        the producer sent against the first)."""
+        if self.rejoining:
+            self._on_receiving.append(first_grant)
+        else:
+            first_grant()
+
+    def stop_rejoining(self) -> None:
+        if self.rejoining:
+            self.rejoining = False
+            callbacks, self._on_receiving = self._on_receiving, []
+            if not self._granted_while_rejoining:
+                for callback in callbacks:
+                    callback()
+
+    def report_stale(self, msg: Message, epoch: int, token: int = 0) -> None:
+        """The first stale message of each type and epoch (or replaced grant) goes on the
+        timeline; the rest are counted (``dropped_stale`` in heartbeats), so a flushed window
+        costs one event, not fifty."""
+        key = (msg.TYPE, epoch, token)
         if key in self._stale_reported:
             return
         if len(self._stale_reported) > 256:
             self._stale_reported.clear()
         self._stale_reported.add(key)
+        why = {"why": "spent a grant of a replaced process"} if token else {"first_of_epoch": True}
         self.emit("stale", "drop", epoch=epoch, utterance_id=getattr(msg, "utterance_id", -1),
-                  chunk_id=getattr(msg, "sequence_id", -1), data={"type": msg.TYPE, "first_of_epoch": True})
+                  chunk_id=getattr(msg, "sequence_id", -1), data={"type": msg.TYPE, **why})
 
     def adopt_epoch(self, epoch: int, cause: str) -> bool:
         """Move to a newer epoch; True if it changed. Acknowledged to the supervisor (health
@@ -204,16 +321,24 @@ class ActorContext(ABC):
 
     # -- credit ---------------------------------------------------------------------------------
     def grant(self, producer: str, amount: int, *, depth: int = 0, playing: bool = False, target_tokens: int = 0,
-              low_latency: bool = False, details: dict | None = None) -> None:
-        """Give ``producer`` credit on its link to us. Grants go on the timeline (so anyone can
-        audit that no producer ever overspends), and so does any credit sent with ``details``
-        (the TTS's size wishes); depth-only updates do not."""
+              low_latency: bool = False, details: dict | None = None, reset: bool = False, position: int = -1) -> None:
+        """Give ``producer`` credit on its link to us. With ``reset`` (always for the first
+        grant) ``amount`` is the whole credit it now has from us, under a new token: what
+        it sent against an older grant is no longer taken. Grants go on the timeline (so
+        anyone can audit that no producer ever overspends), and so does any credit sent
+        with ``details`` (the TTS's size wishes); depth-only updates do not."""
         link, unit = link_name(producer, self.name), credit_unit(producer, self.name)
-        if amount > 0 or details is not None:  # stamped before it is sent: the spend can only come later
+        if reset or producer not in self._grant_tokens:
+            reset = True
+            self._grant_tokens[producer] = secrets.randbits(62) + 1
+            self._granted_while_rejoining |= self.rejoining
+        if amount > 0 or details is not None or reset:  # stamped before it is sent: the spend can only come later
             self.emit("credit", surface=link, data={"link": link, "amount": amount, "unit": unit, "depth": depth,
-                                                    **(details or {})})
+                                                    **({"reset": True} if reset else {}), **(details or {})})
         self.send_to(producer, Credit(link=link, epoch=self.epoch, amount=amount, unit=unit, depth=depth, playing=playing,
-                                      target_tokens=target_tokens, low_latency=low_latency))
+                                      target_tokens=target_tokens, low_latency=low_latency, reset=reset,
+                                      grantor=self._grant_tokens[producer], position=position,
+                                      recovery_id=self.recovery.rewound))
 
     # -- timeline -------------------------------------------------------------------------------
     def emit(self, stage: str, result: str = "ok", *, duration_ms: float = 0.0, surface: str = "",
@@ -242,7 +367,10 @@ class ProcessContext(ActorContext):
         self.scheduling = set_scheduling(self.config.get(name, {}))
         self.zmq = zmq.Context()
         self.inbox = self.socket(zmq.PULL, hwm=10_000)
-        self.inbox.bind(self.endpoints[name])
+        # A warm spare is loaded and waits; it binds the inbox when it takes a dead one's place.
+        self.spare = os.environ.get("PERSONAS_SPARE") == "1"
+        if not self.spare:
+            self.inbox.bind(self.endpoints[name])
         self.system = self.socket(zmq.SUB)
         self.system.setsockopt(zmq.SUBSCRIBE, b"")
         self.system.connect(self.endpoints["system"])
@@ -254,6 +382,7 @@ class ProcessContext(ActorContext):
                              "; ".join(self.scheduling["refused"]), self.scheduling["policy"], self.scheduling["niceness"])
             self.emit("scheduling", "warn", data=self.scheduling)
         self.peers: dict[str, zmq.Socket] = {}
+        self.ledger: zmq.Socket | None = None
         self.heartbeat_s = float(self.config["supervisor"]["heartbeat_s"])
         self._beat_seq = 0
         self._next_beat = 0.0
@@ -261,6 +390,36 @@ class ProcessContext(ActorContext):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         _die_with_parent()
+
+    def wait_as_spare(self, actor: Any) -> bool:
+        """A warm spare's life until it is needed: follow epochs and live config, beat, and
+        on TakeOver bind the inbox and become a replacement (True); False on Shutdown."""
+        while self.running:
+            if self.system.poll(self.poll_timeout_ms()):
+                for msg in self.system_messages():
+                    if isinstance(msg, TakeOver) and msg.pid == self.incarnation and msg.actor == self.name:
+                        return self.take_over()
+                    if isinstance(msg, BargeIn):
+                        self.epoch = max(self.epoch, msg.epoch)  # nothing to drop, nothing to acknowledge
+                    elif isinstance(msg, (ConfigUpdate, Shutdown)):
+                        self.on_system(actor, msg)
+            self.heartbeat({"spare": True})
+        return False
+
+    def take_over(self) -> bool:
+        deadline = time.monotonic() + TAKE_OVER_BIND_S
+        while True:
+            try:
+                self.inbox.bind(self.endpoints[self.name])
+                break
+            except zmq.ZMQError as exc:  # the dead one's port is normally free at once
+                if time.monotonic() > deadline:
+                    self.log.error("cannot bind %s to take over: %s", self.endpoints[self.name], exc)
+                    return False
+                time.sleep(0.05)
+        self.spare, self.rejoining = False, True
+        self.log.info("spare taking over")
+        return True
 
     def _connect_timeline(self) -> zmq.Socket:
         # XPUB, not PUB: it hears the proxy's subscription, so we can wait for it before
@@ -309,7 +468,20 @@ class ProcessContext(ActorContext):
         except zmq.Again:
             self.error("request", "supervisor_unreachable", f"{msg.TYPE} not sent")
 
+    def journal(self, msg: Message) -> bool:
+        if self.ledger is None:
+            self.ledger = self.socket(zmq.PUSH, hwm=LEDGER_HWM)
+            self.ledger.connect(self.endpoints["ledger"])
+        try:
+            send(self.ledger, msg, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.error("journal", "ledger_full", f"the supervisor's ledger is not reading; {msg.TYPE} not kept")
+            return False
+
     def publish(self, event: TimelineEvent) -> None:
+        if self.spare:
+            return  # a spare's life is not part of the session (its log has it); its work starts at TakeOver
         try:
             send(self.timeline, event, flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -325,6 +497,10 @@ class ProcessContext(ActorContext):
                 break
             except ProtocolError as exc:
                 self.error("decode", exc.code, exc.detail, surface="zmq")
+                if exc.header is not None and sock is self.inbox:
+                    self.refused.append(exc.header)
+            except Exception as exc:  # the decoder's own rules cover everything; this is the last line
+                self.error("decode", "malformed", f"{type(exc).__name__}", surface="zmq")
         return out
 
     def system_messages(self) -> list[Message]:
@@ -349,7 +525,8 @@ class ProcessContext(ActorContext):
                 self.timeline.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-        stats = {**stats, "config_version": self.config_version, "dropped_stale": self.dropped_stale}
+        stats = {**stats, "config_version": self.config_version, "dropped_stale": self.dropped_stale,
+                 **({"dropped_rejoining": self.dropped_rejoining} if self.dropped_rejoining else {})}
         try:
             send(self.health, Heartbeat(actor=self.name, pid=os.getpid(), seq=self._beat_seq, epoch=self.epoch,
                                         stats=stats), flags=zmq.NOBLOCK)
@@ -363,7 +540,8 @@ class ProcessContext(ActorContext):
         return max(0, min(1000, int((nearest - time.monotonic()) * 1000)))
 
     def close(self) -> None:
-        for sock in [self.inbox, self.system, self.timeline, self.health, *self.peers.values()]:
+        for sock in [self.inbox, self.system, self.timeline, self.health, *self.peers.values(),
+                     *([self.ledger] if self.ledger is not None else [])]:
             sock.close()
         self.zmq.term()
 

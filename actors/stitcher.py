@@ -14,16 +14,23 @@ until the player has started), so the face stays alive; the player skips queued 
 when speech arrives. In the middle of an utterance fill is inserted only when fewer
 than ``gap_lead_frames`` remain: that is a *gap* (text or TTS fell behind), reported
 on the timeline.
+
+After a crash the clock may go back, once, to the first frame the actor below lacks
+(``on_rewind``); the chunk that was speaking there is put back where it started, so the
+frames sent again are the frames that were lost. Pieces the TTS sends twice (a new TTS)
+are taken only for the samples not yet here.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import AudioChunk, AudioSpan, ChunkStart, Credit, Provenance, frame_samples, frame_start_sample
+from protocol import (AudioChunk, AudioSpan, ChunkStart, Credit, Provenance, Recovery, ResumePoint, frame_samples,
+                      frame_start_sample)
 from protocol.flow import audio_cost_ms
 from protocol.names import link_name
 
@@ -33,6 +40,10 @@ from .runtime import ActorContext, CreditLedger, grants_descriptor
 NAME = "stitcher"
 #: Largest span sent in one message (frames); the driver renders in smaller batches anyway.
 MAX_SPAN_FRAMES = 50
+#: Chunks whose received sample count is remembered (to take a repeated piece only once).
+RECEIVED_MEMORY = 256
+#: After a rewind, how long the clock waits for the chunk it resumes in.
+RESUME_WAIT_S = 10.0
 
 
 class SampleBuffer:
@@ -110,7 +121,7 @@ class Stitcher:
         self.fade_in, self.fade_out = crossfade_ramps(self.overlap)
         self.buffer = SampleBuffer(self.window_ms * self.sr // 1000 + 2 * self.sr)  # window + resampling/padding slack
         self.driver_credit = CreditLedger(NAME, "driver")
-        self.next_frame = 0  # first frame not yet emitted; never rewinds, not even on barge-in
+        self.next_frame = 0  # first frame not yet emitted; a barge-in never sets it back (a recovery may)
         self.utterance_id = -1
         self.in_utterance = False  # speech of utterance_id started and its final piece not yet in
         self.flushing = False  # final piece in: emit everything, pad the last frame
@@ -122,6 +133,11 @@ class Stitcher:
         self.gaps = 0
         self.depth_told = 0  # last depth told to the TTS (its rate controller steers by it)
         self.loudness = Loudness()
+        self.received: dict[int, tuple[int, int]] = {}  # chunk -> (samples received, their rate), this epoch
+        self.incomplete = -1  # the chunk whose pieces are arriving (its last one not yet in)
+        self.resume: tuple[int, int] | None = None  # after a rewind: (chunk, its start sample) to place first
+        self.resume_deadline = 0.0
+        self.paused = False  # a recovery below is under way: emit nothing until it rewinds
 
     def describe(self) -> dict:
         flow = self.ctx.config["flow"]
@@ -138,7 +154,7 @@ class Stitcher:
         ctx = self.ctx
         poller = ctx.poller()
         ctx.ready(self.describe())
-        self.grant_tts(self.window_ms)
+        ctx.start_receiving(lambda: self.grant_tts(self.window_ms, reset=True))
         half_frame_ms = int(500 / self.fps)
         while ctx.running:
             poller.poll(max(1, min(ctx.poll_timeout_ms(), half_frame_ms)))
@@ -153,11 +169,69 @@ class Stitcher:
     # -- handlers -------------------------------------------------------------------------------
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         if self.ctx.adopt_epoch(epoch, cause):
-            self.buffer.clear()
-            self.placed.clear(), self.announce.clear(), self.unpaid.clear()
-            self.in_utterance = self.flushing = self.contiguous = False
+            self.drop_all()
             self.driver_credit.enter_epoch(epoch)
             self.grant_tts(self.window_ms)
+
+    def drop_all(self) -> None:
+        self.buffer.clear()
+        self.placed.clear(), self.announce.clear(), self.unpaid.clear(), self.received.clear()
+        self.in_utterance = self.flushing = self.contiguous = False
+        self.incomplete, self.resume = -1, None
+
+    # -- crash recovery (actors.recovery) ------------------------------------------------------
+    def on_peer_down(self, recovery: Recovery) -> None:
+        if recovery.actor == "driver":
+            self.driver_credit.suspend()
+        if NAME in recovery.scope and recovery.actor != NAME:
+            self.paused = True
+
+    def on_peer_rejoined(self, recovery: Recovery) -> None:
+        """A new TTS: say which chunk it must send again, from which sample; grant it what
+        we do not hold."""
+        if recovery.actor != "tts":
+            return
+        chunk, skip = self.resume_chunk()
+        self.ctx.request(ResumePoint(actor=NAME, pid=self.ctx.incarnation, recovery_id=recovery.recovery_id,
+                                     resume_frame=-1, resume_chunk=chunk, skip_samples=skip))
+        self.grant_tts(self.window_ms - sum(ms for _, ms in self.unpaid), reset=True)
+
+    def resume_chunk(self) -> tuple[int, int]:
+        """(chunk to send again, samples of it already here on our clock); (-1, 0): none."""
+        if self.incomplete >= 0:
+            have, rate = self.received[self.incomplete]
+            return self.incomplete, have * self.sr // rate
+        return (max(self.received) + 1, 0) if self.received else (-1, 0)
+
+    def on_rewind(self, recovery: Recovery) -> None:
+        """Back to the frame the actor below lacks; the chunk speaking there goes back where it started."""
+        if NAME not in recovery.scope:
+            return
+        self.drop_all()
+        if recovery.resume_frame >= 0:
+            self.next_frame = recovery.resume_frame
+        if recovery.resume_chunk >= 0 and recovery.chunk_start >= 0:
+            self.resume = (recovery.resume_chunk, recovery.chunk_start)
+            self.resume_deadline = time.monotonic() + RESUME_WAIT_S
+        if "driver" in recovery.scope:
+            self.driver_credit.await_reset_after(recovery.recovery_id)  # it starts over and grants anew
+        self.paused = False
+        self.grant_tts(self.window_ms, reset=True)
+
+    def on_recovered(self, _recovery: Recovery) -> None:
+        self.paused = False
+
+    def awaiting_resume(self) -> bool:
+        """After a rewind the clock waits for the chunk that was speaking (filling the wait
+        with idle frames would move the clock past where it must resume); not forever."""
+        if self.resume is None:
+            return False
+        if time.monotonic() < self.resume_deadline:
+            return True
+        self.ctx.error("resume", "chunk_not_resent", f"chunk {self.resume[0]} was not sent again within "
+                       f"{RESUME_WAIT_S:.0f} s; the clock goes on without it", chunk_id=self.resume[0])
+        self.resume = None
+        return False
 
     def on_credit(self, credit: Credit) -> None:
         self.driver_credit.on_credit(credit)
@@ -165,19 +239,31 @@ class Stitcher:
 
     def on_audio_chunk(self, chunk: AudioChunk) -> None:
         pcm = np.frombuffer(chunk.pcm, np.int16)
+        first_time = chunk.sequence_id not in self.received
+        have = 0 if first_time else self.received[chunk.sequence_id][0]
+        repeated = min(max(0, have - chunk.start_sample), len(pcm))
+        cost = audio_cost_ms(chunk.n_samples, chunk.sample_rate)
+        if repeated:  # a new TTS sends what we already have: take only the rest, repay the repeat now
+            pcm = pcm[repeated:]
+            kept = audio_cost_ms(len(pcm), chunk.sample_rate)
+            self.grant_tts(cost - kept)
+            cost = kept
+        self.remember(chunk, max(have, chunk.start_sample + chunk.n_samples))
+        if not len(pcm) and not chunk.last_piece:
+            return
         scale = 1.0
         if chunk.sample_rate != self.sr:
             pcm, scale = resample(pcm, chunk.sample_rate, self.sr), self.sr / chunk.sample_rate
-        gain = self.loudness.gain_for(chunk.adapter, pcm, first_piece=chunk.piece == 0)
+        gain = self.loudness.gain_for(chunk.adapter, pcm, first_piece=first_time)
         pcm = apply_gain(pcm, gain)
         if chunk.utterance_id != self.utterance_id or not self.in_utterance:
             self.utterance_id, self.in_utterance, self.flushing = chunk.utterance_id, True, False
-        overlap_used, start = self.place(chunk, pcm, scale) if chunk.piece == 0 else (0, -1)
+        overlap_used, start = self.place(chunk, pcm, scale) if first_time else (0, -1)
         self.buffer.append(pcm[overlap_used:])
         end = self.buffer_start() + self.buffer.size
         if self.placed and self.placed[-1].sequence_id == chunk.sequence_id:
             self.placed[-1].end = end
-        self.unpaid.append((end, audio_cost_ms(chunk.n_samples, chunk.sample_rate)))
+        self.unpaid.append((end, cost))
         self.contiguous = True
         if chunk.final and chunk.last_piece:
             self.flushing = True
@@ -188,25 +274,50 @@ class Stitcher:
                             "buffered_ms": self.buffered_ms(), "final": chunk.final and chunk.last_piece,
                             "adapter": chunk.adapter, "gain": gain, "loudness": round(self.loudness.last_output, 1)})
 
+    def remember(self, chunk: AudioChunk, received: int) -> None:
+        self.received[chunk.sequence_id] = (received, chunk.sample_rate)
+        if len(self.received) > RECEIVED_MEMORY:
+            del self.received[next(iter(self.received))]
+        self.incomplete = -1 if chunk.last_piece else chunk.sequence_id
+
     def place(self, chunk: AudioChunk, pcm: np.ndarray, scale: float) -> tuple[int, int]:
         """A chunk's first piece: join it to what is buffered (overlap-add within an utterance)
-        and note where it starts, for the driver. Returns (overlap used, start sample)."""
+        and note where it starts, for the driver. Returns (samples of ``pcm`` not to append,
+        start sample). After a rewind the chunk that was speaking goes back to its old start."""
+        if self.resume is not None and self.resume[0] == chunk.sequence_id:
+            return self.place_again(chunk, pcm, scale)
         overlap_used = 0
         if self.contiguous and self.buffer.size >= self.overlap and len(pcm) >= self.overlap:
             self.buffer.mix_tail(pcm[:self.overlap], self.fade_out, self.fade_in)
             overlap_used = self.overlap
         start = self.buffer_start() + self.buffer.size - overlap_used
+        self.announce_chunk(chunk, start, scale)
+        return overlap_used, start
+
+    def place_again(self, chunk: AudioChunk, pcm: np.ndarray, scale: float) -> tuple[int, int]:
+        """The chunk a rewind resumes: it starts where it started before; its first piece
+        begins ``start_sample`` into it (what was heard), which is where our clock now is."""
+        start = self.resume[1]
+        self.resume = None
+        late = self.buffer_start() + self.buffer.size - (start + round(chunk.start_sample * scale))
+        if late < 0:
+            self.buffer.pad_to(self.buffer.size - late)
+        self.announce_chunk(chunk, start, scale)
+        return max(0, min(late, len(pcm))), start
+
+    def announce_chunk(self, chunk: AudioChunk, start: int, scale: float) -> None:
         provenance = Provenance(adapter=chunk.adapter, chunk_id=chunk.sequence_id, window_tokens=chunk.window_tokens,
-                                render_ms=chunk.render_ms, epoch=chunk.epoch)
+                                render_ms=chunk.render_ms, epoch=chunk.epoch, chunk_start=start)
         self.placed.append(PlacedChunk(chunk.sequence_id, chunk.utterance_id, start, start, provenance))
         phonemes, anchors = place_timing(start, scale, chunk.phonemes, chunk.word_anchors)
         self.announce.append((ChunkStart(chunk.sequence_id, start, anchors, provenance), phonemes))
-        return overlap_used, start
 
     # -- the clock ------------------------------------------------------------------------------
     def step(self) -> None:
         """Speech first: whatever whole frames are ready, as far as credit goes; else keep the
         timeline running with fill (idle) or report a gap (mid-utterance)."""
+        if self.paused or self.awaiting_resume():
+            return
         held = 0 if self.flushing or not self.in_utterance else self.overlap
         ready = self.whole_frames(max(0, self.buffer.size - held))
         n = min(ready, self.driver_credit.available, MAX_SPAN_FRAMES)
@@ -260,7 +371,7 @@ class Stitcher:
             utterance_id=self.utterance_id if kind == "speech" else -1,
             sequence_id=covering.sequence_id if covering else -1, final=final,
             phonemes=tuple(p for _, phonemes in due for p in phonemes), chunk_starts=tuple(start for start, _ in due),
-            provenance=covering.provenance if covering else None, pcm=pcm.tobytes(),
+            provenance=covering.provenance if covering else None, credit_of=self.driver_credit.token, pcm=pcm.tobytes(),
         )
         self.ctx.send_to("driver", span)
         self.settle(span_end, pay_all=final and kind == "speech")
@@ -310,6 +421,6 @@ class Stitcher:
         """Frames emitted and not yet presented (as last reported, plus what we sent since)."""
         return self.driver_credit.depth + self.emitted_since_report
 
-    def grant_tts(self, amount: int) -> None:
-        self.ctx.grant("tts", amount, depth=self.depth_ms())
+    def grant_tts(self, amount: int, reset: bool = False) -> None:
+        self.ctx.grant("tts", max(0, amount), depth=self.depth_ms(), reset=reset)
         self.depth_told = self.depth_ms()

@@ -26,8 +26,10 @@ Sentence boundaries
     * the character before it is a digit -- then the next character decides: a digit
       continues the number ("3.14"), anything else closes the chunk before it.
     A chunk with no letter or digit in it (e.g. a lone "..." ) is not emitted; its text
-    stays at the front of the next chunk. A chunk longer than ``max_chunk_chars``
-    is split at its last space (never before a marker already placed in it).
+    stays at the front of the next chunk. A chunk that reaches ``max_chunk_chars``
+    (counting every character, punctuation runs included) is split at its last space
+    (never before a marker already placed in it); if nothing in it is speakable it is
+    dropped with an error.
 
 Clause cuts (optional, ``ChunkPolicy``)
     A clause mark (, ; : – —) closes the first chunk of a turn when ``clause_first`` is
@@ -153,6 +155,44 @@ class StreamParser:
         self._digit_dot_pending = False
         self._first_in_turn = True
 
+    def snapshot(self) -> dict:
+        """The whole state, as plain values: with :meth:`restore` a new parser continues
+        exactly where this one was (the open chunk, a tag half read, the sequence counter)."""
+        return {"sequence_id": self.sequence_id, "first_in_turn": self._first_in_turn, "text": self._text_str(),
+                "markers_in_chunk": self._markers_in_chunk, "last_marker_offset": self._last_marker_offset,
+                "tokens": self._tokens, "opened_ns": self._opened_ns, "tag": self._tag,
+                "skip": None if self._skip is None else "".join(self._skip),
+                "digit_dot_pending": self._digit_dot_pending, "boundary_token_ns": self._boundary_token_ns}
+
+    def restore(self, state: dict) -> None:
+        """Take a :meth:`snapshot`; a value of the wrong type or size raises ValueError."""
+        def text(key: str, optional: bool = False) -> str | None:
+            value = state.get(key)
+            if value is None and optional:
+                return None
+            if not isinstance(value, str) or len(value) > self.max_chunk_chars + MAX_TAG_FIELD * 2:
+                raise ValueError(f"parser state {key!r} must be text of at most {self.max_chunk_chars} characters")
+            return value
+
+        def number(key: str) -> int:
+            value = state.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"parser state {key!r} must be a non-negative integer")
+            return value
+
+        restored = {"sequence_id": number("sequence_id"), "text": text("text"), "tag": text("tag", True),
+                    "skip": text("skip", True), "markers_in_chunk": number("markers_in_chunk"),
+                    "last_marker_offset": number("last_marker_offset"), "tokens": number("tokens"),
+                    "opened_ns": number("opened_ns"), "boundary_token_ns": number("boundary_token_ns")}
+        self.sequence_id, self._text = restored["sequence_id"], list(restored["text"])
+        self._tag = restored["tag"]
+        self._skip = None if restored["skip"] is None else list(restored["skip"])
+        self._markers_in_chunk, self._last_marker_offset = restored["markers_in_chunk"], restored["last_marker_offset"]
+        self._tokens, self._opened_ns = restored["tokens"], restored["opened_ns"]
+        self._boundary_token_ns = restored["boundary_token_ns"]
+        self._first_in_turn = bool(state.get("first_in_turn", True))
+        self._digit_dot_pending = bool(state.get("digit_dot_pending", False))
+
     @property
     def opened_at_ns(self) -> int:
         """When the open chunk's first token arrived (0 when nothing is buffered)."""
@@ -199,7 +239,11 @@ class StreamParser:
             self._on_dot(out)
         elif ch in CLAUSE_MARKS:
             self._on_clause(out)
-        elif len(self._text) >= self.max_chunk_chars:
+        self._check_limit(out)
+
+    def _check_limit(self, out: list[ParseEvent]) -> None:
+        """After every character kept, whatever it is ("???..." never closes a chunk)."""
+        if len(self._text) >= self.max_chunk_chars:
             self._split_at_limit(out)
 
     def _on_dot(self, out: list[ParseEvent]) -> None:
@@ -232,6 +276,7 @@ class StreamParser:
             self._tag = None
             pending = tag[1:]
             self._text.append("<")
+            self._check_limit(out)
             for c in pending:
                 self._push(c, out)
             return
@@ -276,6 +321,10 @@ class StreamParser:
 
     def _split_at_limit(self, out: list[ParseEvent]) -> None:
         text = self._text_str()
+        if not any(c.isalnum() for c in text):  # a run of punctuation: nothing to speak in it
+            out.append(ParseError("unspeakable", f"{len(text)} characters without a letter or digit dropped", text[:80]))
+            self._text, self._last_marker_offset = [], 0
+            return
         cut = max(text.rfind(" ") + 1, self._last_marker_offset)
         if cut <= 0:
             cut = len(text)

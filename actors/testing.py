@@ -30,6 +30,7 @@ class RecordingContext(ActorContext):
         super().__init__(name, config, epoch=epoch)
         self.sent: dict[str, list[Message]] = defaultdict(list)
         self.requests: list[Message] = []
+        self.journaled: list[Message] = []
         self.events: list[dict] = []
         self.beats: list[dict] = []
         self.system_queue: list[Message] = []
@@ -45,6 +46,10 @@ class RecordingContext(ActorContext):
 
     def request(self, msg: Message, must_arrive: bool = False) -> None:
         self.requests.append(msg)
+
+    def journal(self, msg: Message) -> bool:
+        self.journaled.append(msg)
+        return True
 
     def publish(self, event: TimelineEvent) -> None:
         self.events.append(event.as_record())

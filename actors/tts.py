@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import AudioChunk, ConfigUpdate, Credit, TextChunk
+from protocol import AudioChunk, ConfigUpdate, Credit, Recovery, TextChunk
 from protocol.flow import audio_cost_ms
 from protocol.config import apply_changes
 
@@ -74,6 +74,20 @@ class ParserGrants:
             self.next_check = now + HINT_INTERVAL_S
             self.send()
 
+    def give_back(self, n: int) -> None:
+        """Credit for chunks taken and dropped (a repeat after a recovery): back at once,
+        with the current wish, without stepping the controller."""
+        wish = self.controller.current(self.downstream_ms)
+        self.ctx.grant("parser", n, target_tokens=wish.target_tokens, low_latency=wish.low_latency)
+
+    def start_over(self, window: int, held: int = 0) -> None:
+        """A reset grant: the parser (new, or sending again after a recovery) may send
+        ``window - held`` chunks from now on; nothing is owed any more."""
+        wish = self.controller.current(self.downstream_ms)
+        self.owed = 0
+        self.ctx.grant("parser", max(0, window - held), reset=True, target_tokens=wish.target_tokens,
+                       low_latency=wish.low_latency)
+
     def send(self, extra: int = 0, force: bool = False) -> None:
         self.owed += extra
         now = time.monotonic()
@@ -107,6 +121,9 @@ class Tts:
         self.pending: deque[TextChunk] = deque()  # bounded by the window granted to the parser
         self.outgoing: deque[Outgoing] = deque()  # at most MAX_OUTGOING synthesised chunks in memory
         self.utterance: int | None = None
+        self.accepted_through = -1  # highest chunk taken this epoch: a repeat from a new parser is dropped
+        self.paused = False  # a recovery below is under way: send no audio until it rewinds
+        self.global_rate = int(self.config["media"]["sample_rate"])
 
     def describe(self) -> dict:
         return {
@@ -123,7 +140,7 @@ class Tts:
         ctx = self.ctx
         poller = ctx.poller(*self.pool.wake_sockets())
         ctx.ready(self.describe())
-        self.grants.send(self.window_chunks, force=True)
+        ctx.start_receiving(lambda: self.grants.start_over(self.window_chunks))
         while ctx.running:
             poller.poll(ctx.poll_timeout_ms(self.pool.deadline() or time.monotonic() + HINT_INTERVAL_S))
             ctx.receive(self)
@@ -149,23 +166,66 @@ class Tts:
     # -- handlers -------------------------------------------------------------------------------
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         if self.ctx.adopt_epoch(epoch, cause):
-            self.pending.clear()
-            self.outgoing.clear()
-            self.grants.owed, self.utterance = 0, None
-            self.pool.cancel()
+            self.drop_all()
+            self.accepted_through = -1
             self.stitcher_credit.enter_epoch(epoch)
-            self.controller.start_over()
             self.grants.send(self.window_chunks, force=True)
+
+    def drop_all(self) -> None:
+        self.pending.clear()
+        self.outgoing.clear()
+        self.grants.owed, self.utterance = 0, None
+        self.pool.cancel()
+        self.controller.start_over()
+
+    # -- crash recovery (actors.recovery) ------------------------------------------------------
+    def held_chunks(self) -> int:
+        return len(self.pending) + len(self.outgoing) + (self.pool.job is not None)
+
+    def on_peer_down(self, recovery: Recovery) -> None:
+        if recovery.actor == "stitcher":
+            self.stitcher_credit.suspend()
+        if NAME in recovery.scope and recovery.actor != NAME:
+            self.paused = True  # below us: what we would send now is sent again after the rewind
+
+    def on_peer_rejoined(self, recovery: Recovery) -> None:
+        if recovery.actor == "parser":  # a new parser: it may send what we do not hold
+            self.grants.start_over(self.window_chunks, self.held_chunks())
+
+    def on_rewind(self, recovery: Recovery) -> None:
+        """Drop everything; the parser sends again from the chunk the recovery names."""
+        if NAME not in recovery.scope:
+            return
+        self.drop_all()
+        self.accepted_through = recovery.resume_chunk - 1 if recovery.resume_chunk >= 0 else -1
+        if "stitcher" in recovery.scope:
+            self.stitcher_credit.await_reset_after(recovery.recovery_id)  # it starts over too, and grants anew
+        self.paused = False
+        self.grants.start_over(self.window_chunks)
+
+    def on_recovered(self, _recovery: Recovery) -> None:
+        self.paused = False
+
+    def refund(self, _producer: str, amount: int) -> None:
+        """A refused chunk's credit goes back with the current wish (a bare grant would reset
+        the parser's chunk size)."""
+        self.grants.give_back(amount)
 
     def on_credit(self, credit: Credit) -> None:
         self.stitcher_credit.on_credit(credit)
         self.grants.downstream_ms = float(credit.depth)
 
     def on_text_chunk(self, chunk: TextChunk) -> None:
-        if len(self.pending) + len(self.outgoing) + (self.pool.job is not None) >= self.window_chunks:
+        if chunk.sequence_id <= self.accepted_through:
+            # A new parser sends what its predecessor owned; this one we already have.
+            self.ctx.emit("receive", "drop", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
+                          data={"why": "already taken", "accepted_through": self.accepted_through})
+            self.grants.give_back(1)
+        elif self.held_chunks() >= self.window_chunks:
             self.ctx.error("receive", "credit_exceeded", f"chunk {chunk.sequence_id} beyond the granted window; dropped",
                            chunk_id=chunk.sequence_id)
         else:
+            self.accepted_through = max(self.accepted_through, chunk.sequence_id)
             self.pending.append(chunk)
 
     def on_config(self, update: ConfigUpdate) -> None:
@@ -201,7 +261,8 @@ class Tts:
             if swap:
                 self.ctx.emit("swap", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
                               data={"from": swap[0], "to": engine.name, "reason": swap[1]})
-        self.outgoing.append(Outgoing(chunk, synthesis, engine.name))
+        skip = min(len(synthesis.pcm), chunk.resume_sample * synthesis.sample_rate // self.global_rate)
+        self.outgoing.append(Outgoing(chunk, synthesis, engine.name, sent=skip))
 
     # -- synthesis and sending ------------------------------------------------------------------
     def start_next(self) -> None:
@@ -226,7 +287,7 @@ class Tts:
                             "seed": result.seed, "sample_rate": result.sample_rate, "samples": int(len(result.pcm))})
 
     def send_pieces(self) -> None:
-        while self.outgoing:
+        while self.outgoing and not self.paused:
             out = self.outgoing[0]
             rate = out.synthesis.sample_rate
             remaining = len(out.synthesis.pcm) - out.sent
@@ -248,7 +309,7 @@ class Tts:
             last_piece=last, final=chunk.final and last, sample_rate=syn.sample_rate, n_samples=n, start_sample=out.sent,
             phonemes=tuple(syn.phonemes) if first else (), word_anchors=tuple(syn.word_anchors) if first else (),
             adapter=out.adapter, render_ms=round(syn.render_ms, 2), window_tokens=chunk.window_tokens,
-            pcm=np.ascontiguousarray(syn.pcm[out.sent:out.sent + n]).tobytes(),
+            credit_of=self.stitcher_credit.token, pcm=np.ascontiguousarray(syn.pcm[out.sent:out.sent + n]).tobytes(),
         ))
         self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.stitcher_credit.link,
                       data={"piece": out.piece, "samples": n, **spent, "last_piece": last, "adapter": out.adapter})

@@ -26,12 +26,14 @@ def free_ports(n: int) -> list[int]:
 def write_private_config(path: Path, sections: dict | None = None) -> Path:
     """A config file with fresh loopback ports for every endpoint, plus any extra
     ``{section: {key: value}}``. The web gateway is off unless ``sections`` turns it on
-    (it then gets a free port too). The file is loaded once here, so a bad key fails in
-    the caller and not in a subprocess."""
+    (it then gets a free port too). Warm spares are off unless ``sections`` asks for them:
+    a test that does not kill actors would only pay for loading two more on two cores. The
+    file is loaded once here, so a bad key fails in the caller and not in a subprocess."""
     ports = free_ports(len(ENDPOINT_NAMES) + 1)
     lines = ["[endpoints]"] + [f'{k} = "tcp://127.0.0.1:{p}"' for k, p in zip(ENDPOINT_NAMES, ports)]
     sections = {**(sections or {})}
     sections["web"] = {"enabled": False, "port": ports[-1], **sections.get("web", {})}
+    sections["supervisor"] = {"warm_spares": [], **sections.get("supervisor", {})}
     for section, values in sections.items():
         lines.append(f"[{section}]")
         lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]

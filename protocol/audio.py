@@ -34,6 +34,7 @@ class AudioChunk(Message):
     adapter: str = ""
     render_ms: float = 0.0
     window_tokens: int = 0
+    credit_of: int = 0
     pcm: Buffer = b""
 
     def validate(self) -> None:

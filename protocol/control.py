@@ -49,3 +49,14 @@ class ConfigUpdate(Message):
     TYPE = "config_update"
     version: int
     changes: dict
+
+
+@register
+@dataclass(frozen=True)
+class TakeOver(Message):
+    """Supervisor -> a warm spare (system channel): the process ``pid`` takes ``actor``'s
+    place now (binds its inbox, says READY, and is placed by the recovery under way)."""
+
+    TYPE = "take_over"
+    actor: str
+    pid: int

@@ -18,16 +18,45 @@ a msgpack map and arrives as the dataclass again.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from typing import Any, ClassVar, Iterable
 
 import msgpack
 
-from .limits import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_FRAMES, MSGPACK_LIMITS, PROTOCOL_VERSION
+from .limits import MAX_HEADER_BYTES, MAX_NESTING, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_FRAMES, MSGPACK_LIMITS, PROTOCOL_VERSION
 
 #: A raw payload: bytes on send, a read-only memoryview after a zero-copy receive.
 Buffer = typing.Union[bytes, bytearray, memoryview]
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxtuple, _BRIEF.maxlist, _BRIEF.maxdict = 2, 60, 60, 4, 4, 4
+
+
+def brief(value: Any) -> str:
+    """A short repr of untrusted input for an error message: bounded in depth and length,
+    so formatting the error can never itself fail (a 1000-deep array, a 60 kB string)."""
+    try:
+        return _BRIEF.repr(value)
+    except Exception:  # a hostile __repr__ cannot reach here from msgpack, but the rule is absolute
+        return f"<{type(value).__name__}>"
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep maps and arrays nest in ``value``, walked without recursion; stops counting
+    past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = list(item.keys()) + list(item.values()) if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class ProtocolError(ValueError):
@@ -37,6 +66,7 @@ class ProtocolError(ValueError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.header: dict | None = None  # the unpacked header, when the frame got that far
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +118,8 @@ def unpack_header(raw: Buffer) -> dict:
         raise ProtocolError("malformed", f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict):
         raise ProtocolError("malformed", f"header must be a map, got {type(header).__name__}")
+    if nesting_depth(header, MAX_NESTING) > MAX_NESTING:
+        raise ProtocolError("malformed", f"header nests deeper than {MAX_NESTING} levels")
     return header
 
 
@@ -108,17 +140,25 @@ def decode(frames: list[Any]) -> Message:
         raise ProtocolError("malformed", f"{len(frames)} frames, limit {1 + MAX_PAYLOAD_FRAMES}")
     buffers = [f.buffer if hasattr(f, "buffer") else f for f in frames]
     header = unpack_header(buffers[0])
-    return from_header(header, buffers[1:])
+    try:
+        return from_header(header, buffers[1:])
+    except ProtocolError as exc:
+        exc.header = header  # so a consumer can still return the credit such a message spent
+        raise
+    except Exception as exc:  # a check that tripped over hostile values: the same refusal
+        error = ProtocolError("malformed", f"{brief(header.get('type'))}: {type(exc).__name__}")
+        error.header = header
+        raise error from None
 
 
 def from_header(header: dict, payloads: Iterable[Buffer] = ()) -> Message:
     version = header.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError("version", f"protocol version {version!r}, this build speaks {PROTOCOL_VERSION}")
+        raise ProtocolError("version", f"protocol version {brief(version)}, this build speaks {PROTOCOL_VERSION}")
     type_name = header.get("type")
     cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise ProtocolError("unknown_type", f"unknown message type {type_name!r}")
+        raise ProtocolError("unknown_type", f"unknown message type {brief(type_name)}")
     payloads = list(payloads)
     if len(payloads) != len(cls.PAYLOADS):
         raise ProtocolError("malformed", f"{cls.TYPE} carries {len(cls.PAYLOADS)} payload frame(s), got {len(payloads)}")

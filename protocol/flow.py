@@ -1,8 +1,13 @@
 """Flow family: credit-based backpressure (ZeroMQ Guide, chapter 7).
 
 A consumer grants credit to its producer in media units; the producer never sends
-without it. Credit is scoped to an epoch: after a barge-in or restart everyone starts
-the new epoch at zero and consumers re-grant their windows.
+without it. Credit is scoped to an epoch: after a barge-in everyone starts the new epoch
+at zero and consumers re-grant their windows. It is also scoped to one *incarnation* of
+the consumer (its pid, ``grantor``): a ``reset`` grant states the whole credit the
+producer now has from that process (a consumer's first grant, or its answer to a producer
+that restarted), and every data message names the incarnation whose credit it spent
+(``credit_of``), so what was sent to a process that died is never counted against its
+replacement.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .envelope import Message, ProtocolError, register
+from .envelope import Message, ProtocolError, brief, register
 
 CREDIT_UNITS = ("chunks", "ms", "frames")
 
@@ -37,9 +42,35 @@ class Credit(Message):
     playing: bool = False
     target_tokens: int = 0
     low_latency: bool = False
+    reset: bool = False
+    grantor: int = 0
+    #: The last frame the consumer has presented (the player; -1 elsewhere): after a player
+    #: crash the driver knows where the new one must start.
+    position: int = -1
+    #: The last recovery whose rewind the consumer has applied: after a rewind a producer
+    #: sends nothing until it holds a reset grant from after it (``protocol.recovery``).
+    recovery_id: int = 0
 
     def validate(self) -> None:
         if self.unit not in CREDIT_UNITS:
-            raise ProtocolError("malformed", f"credit unit {self.unit!r}")
+            raise ProtocolError("malformed", f"credit unit {brief(self.unit)}")
         if self.amount < 0:
             raise ProtocolError("malformed", "credit amount must be >= 0")
+
+
+def refund_of(header: dict) -> int:
+    """What a refused data message spent on its link (its header as unpacked), so the
+    consumer can give it back: 1 chunk, its audio in ms, its frames; 0 when the header
+    does not say (garbage no producer sent against credit)."""
+    def number(key: str) -> int:
+        value = header.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else -1
+
+    kind = header.get("type")
+    if kind in ("text_chunk", "av_packet"):
+        return 1
+    if kind == "audio_span":
+        return max(0, number("n_frames"))
+    if kind == "audio_chunk" and number("n_samples") >= 0 and 4000 <= number("sample_rate") <= 96000:
+        return audio_cost_ms(number("n_samples"), number("sample_rate"))
+    return 0

@@ -17,15 +17,38 @@ import random
 import re
 from dataclasses import dataclass
 
-from .envelope import ProtocolError, unpack_header
+from .envelope import ProtocolError, brief, unpack_header
 from .limits import INGRESS_MAX_BYTES
 
 _MAP_MARKERS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 
 
+#: Control characters that mean something in text; every other one (NUL, escape, the C1
+#: range...) is removed before parsing: no engine is asked to speak it.
+_KEPT_CONTROLS = {"\n": "\n", "\t": " ", "\r": "\n"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def speakable(text: str) -> tuple[str, int]:
+    """``text`` without control characters (tab becomes a space, CR a newline, CR LF one
+    newline); returns it and how many characters were removed or replaced."""
+    if not _CONTROL.search(text):
+        return text, 0
+    text = text.replace("\r\n", "\n")
+    changed = len(_CONTROL.findall(text))
+    return _CONTROL.sub(lambda m: _KEPT_CONTROLS.get(m.group(), ""), text), changed - text.count("\n")
+
+
 @dataclass(frozen=True)
 class IngressToken:
     text: str
+    #: Control characters taken out of it (see :func:`speakable`).
+    removed: int = 0
+
+    @classmethod
+    def of(cls, text: str) -> "IngressToken":
+        clean, removed = speakable(text)
+        return cls(clean, removed)
 
 
 @dataclass(frozen=True)
@@ -52,12 +75,12 @@ def parse_ingress(frames: list[bytes]) -> IngressItem:
             header = unpack_header(raw)
         except ProtocolError as error:
             try:
-                return IngressToken(bytes(raw).decode("utf-8"))
+                return IngressToken.of(bytes(raw).decode("utf-8"))
             except UnicodeDecodeError:
                 raise error from None
         return _control(header)
     try:
-        return IngressToken(bytes(raw).decode("utf-8"))
+        return IngressToken.of(bytes(raw).decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProtocolError("malformed", f"ingress frame is neither UTF-8 text nor a msgpack map ({exc.reason} at byte {exc.start})") from None
 
@@ -68,12 +91,12 @@ def _control(header: dict) -> IngressItem:
         text = header.get("text")
         if not isinstance(text, str):
             raise ProtocolError("malformed", "token message needs a string 'text'")
-        return IngressToken(text)
+        return IngressToken.of(text)
     if kind == "end":
         return IngressEnd()
     if kind == "barge_in":
         return IngressBargeIn()
-    raise ProtocolError("unknown_type", f"unknown ingress message type {kind!r}")
+    raise ProtocolError("unknown_type", f"unknown ingress message type {brief(kind)}")
 
 
 _PIECE = re.compile(r"<v:[^>]*>|\n|\s*[^\s<]+|\s+|<")

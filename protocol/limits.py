@@ -21,6 +21,10 @@ INGRESS_MAX_BYTES = 64 * 1024
 #: Ingress hard cap (ZMQ_MAXMSGSIZE): above this libzmq disconnects the sender.
 INGRESS_SOCKET_MAX_BYTES = 1024 * 1024
 
+#: Deepest nesting of maps and arrays in a header (ours need 4): a deeper one is refused
+#: before anything walks it.
+MAX_NESTING = 12
+
 #: msgpack unpack limits for header frames.
 MSGPACK_LIMITS = dict(
     max_str_len=MAX_HEADER_BYTES,

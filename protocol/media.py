@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .envelope import Buffer, Message, ProtocolError, register
+from .envelope import Buffer, Message, ProtocolError, brief, register
 from .provenance import Provenance, is_integer
 
 FRAME_KINDS = ("speech", "fill")
@@ -80,11 +80,12 @@ class AudioSpan(Message):
     phonemes: tuple = ()
     chunk_starts: tuple[ChunkStart, ...] = ()
     provenance: Provenance | None = None
+    credit_of: int = 0
     pcm: Buffer = b""
 
     def validate(self) -> None:
         if self.kind not in FRAME_KINDS:
-            raise ProtocolError("malformed", f"audio_span kind {self.kind!r}")
+            raise ProtocolError("malformed", f"audio_span kind {brief(self.kind)}")
         if self.n_frames <= 0 or self.fps <= 0 or self.sample_rate <= 0:
             raise ProtocolError("malformed", "audio_span needs positive n_frames, fps and sample_rate")
         needed = frame_samples(self.first_frame, self.sample_rate, self.fps, self.n_frames)
@@ -110,6 +111,7 @@ class AVPacket(Message):
     sequence_id: int = -1
     final: bool = False
     provenance: Provenance | None = None
+    credit_of: int = 0
     pixels: Buffer = b""
     pcm: Buffer = b""
 
@@ -119,7 +121,7 @@ class AVPacket(Message):
 
     def validate(self) -> None:
         if self.kind not in FRAME_KINDS:
-            raise ProtocolError("malformed", f"av_packet kind {self.kind!r}")
+            raise ProtocolError("malformed", f"av_packet kind {brief(self.kind)}")
         if len(self.pixels) != self.width * self.height * 3:
             raise ProtocolError("malformed", f"av_packet pixels are {len(self.pixels)} bytes for {self.width}x{self.height} RGB")
         n = frame_samples(self.frame_index, self.sample_rate, self.fps)

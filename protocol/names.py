@@ -17,9 +17,9 @@ PROCESS_NAMES = ACTOR_NAMES + SERVICE_NAMES
 
 #: Endpoints users and other programs connect to.
 PUBLIC_ENDPOINTS = ("ingress", "timeline", "control", "av_out")
-#: Endpoints only the supervisor and the actors use: the proxy, the two supervisor channels,
-#: and one inbox per process.
-INTERNAL_ENDPOINTS = ("timeline_in", "system", "health", *PROCESS_NAMES)
+#: Endpoints only the supervisor and the actors use: the proxy, the supervisor's channels
+#: (system broadcast, health, the parser's text ledger), and one inbox per process.
+INTERNAL_ENDPOINTS = ("timeline_in", "system", "health", "ledger", *PROCESS_NAMES)
 #: Every key of the config's ``[endpoints]`` section.
 ENDPOINT_NAMES = PUBLIC_ENDPOINTS + INTERNAL_ENDPOINTS
 
@@ -42,5 +42,38 @@ CREDIT_LINKS = {
 def credit_unit(producer: str, consumer: str) -> str:
     return CREDIT_LINKS[link_name(producer, consumer)][0]
 
+
+#: The data message (its TYPE) each credit link carries, by the producer that sends it: a
+#: consumer checks that what arrives spent its own, current grant.
+LINK_MESSAGES = {"text_chunk": "parser", "audio_chunk": "tts", "audio_span": "stitcher", "av_packet": "driver"}
+
 #: What the fault injector can make an engine do (config ``fault.kind``).
 FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")
+
+
+def upstream_of(actor: str) -> str:
+    """The media actor that sends to ``actor`` ("" for the parser)."""
+    i = ACTOR_NAMES.index(actor)
+    return ACTOR_NAMES[i - 1] if i > 0 else ""
+
+
+def downstream_of(actor: str) -> str:
+    """The media actor ``actor`` sends to ("" for the player)."""
+    i = ACTOR_NAMES.index(actor)
+    return ACTOR_NAMES[i + 1] if i + 1 < len(ACTOR_NAMES) else ""
+
+
+def recovery_scope(actor: str) -> tuple[str, ...]:
+    """Who drops its work in flight when ``actor`` is replaced: everything from the parser
+    to it (what it held is lost, so what led to it is sent again). When the player is
+    replaced the driver is in it too: the frames it sent died with the player."""
+    return ACTOR_NAMES[: ACTOR_NAMES.index(actor) + 1]
+
+
+def recovery_owner(actor: str) -> str:
+    """The surviving actor that says where the timeline continues after ``actor`` is
+    replaced: the one just below it (the driver for the player); "" for the parser, whose
+    text the supervisor's ledger holds."""
+    if actor == ACTOR_NAMES[0]:
+        return ""
+    return downstream_of(actor) or upstream_of(actor)

@@ -26,6 +26,8 @@ class Provenance:
     window_tokens: int = 0
     render_ms: float = 0.0
     epoch: int = 0
+    #: The chunk's first sample on the global clock (the stitcher's placement); -1 unknown.
+    chunk_start: int = -1
     #: Set by the driver on frames: its batch's render time divided by the frames in it.
     frame_render_ms: float | None = None
 
@@ -47,7 +49,7 @@ class Provenance:
             raise ProtocolError("malformed", f"provenance: {exc}") from None
         if not isinstance(value.adapter, str):
             raise ProtocolError("malformed", "provenance needs a string adapter")
-        for name in ("chunk_id", "window_tokens", "epoch"):
+        for name in ("chunk_id", "window_tokens", "epoch", "chunk_start"):
             if not is_integer(getattr(value, name)):
                 raise ProtocolError("malformed", f"provenance.{name} must be an integer")
         for name in ("render_ms", "frame_render_ms"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .envelope import Message, ProtocolError, register
+from .envelope import Message, ProtocolError, brief, register
 
 #: The parser never lets a chunk grow beyond this many characters (it splits at a space).
 MAX_CHUNK_CHARS = 2000
@@ -30,12 +30,16 @@ class TextChunk(Message):
     marker_count: int = 0
     window_tokens: int = 0
     closed_at_ns: int = 0
+    #: Resent after a crash: the TTS sends this chunk's audio from this sample on (what
+    #: is before it has already reached the stitcher or been heard).
+    resume_sample: int = 0
+    credit_of: int = 0
 
     def validate(self) -> None:
         if len(self.text) > MAX_CHUNK_CHARS:
             raise ProtocolError("oversized", f"text_chunk of {len(self.text)} chars, limit {MAX_CHUNK_CHARS}")
         if self.boundary not in BOUNDARIES:
-            raise ProtocolError("malformed", f"text_chunk boundary {self.boundary!r}")
+            raise ProtocolError("malformed", f"text_chunk boundary {brief(self.boundary)}")
 
 
 @register

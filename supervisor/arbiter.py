@@ -9,13 +9,16 @@ Sockets it binds (endpoints from the config):
     health       PULL  READY, heartbeats, infos, epoch acks and epoch requests from actors
     control      ROUTER  commands from `personas-supervisor` and other clients
 
+    ledger       PULL  the parser's journal of the text it owns (``supervisor.ledger``)
+
 Liveness: actors beat every ``heartbeat_s`` from their main loop; ``liveness`` missed
-beats (or a dead process) means restart. A restart starts a new epoch first, so work in
-flight is dropped everywhere and every credit window is re-granted from scratch. More
-than ``max_restarts`` within ``restart_window_s`` stops everything cleanly. Barge-ins are
-acknowledged on the health channel (``EpochAck``); control commands that need the actors'
-descriptors are answered from the loop once their Infos are in: nothing here ever waits
-on an actor.
+beats (or a dead process) means restart. A media actor that dies is replaced inside the
+same epoch and the pipeline resumes where it stopped (``supervisor.recovery``); only if
+that cannot work does a restart fall back to a new epoch. The web gateway is outside the
+media path: its restart touches nothing else. More than ``max_restarts`` within
+``restart_window_s`` stops everything cleanly. Barge-ins are acknowledged on the health
+channel (``EpochAck``); control commands that need the actors' descriptors are answered
+from the loop once their Infos are in: nothing here ever waits on an actor.
 """
 
 from __future__ import annotations
@@ -35,19 +38,28 @@ from dataclasses import dataclass, field
 import psutil
 import zmq
 
-from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, ProtocolError, Ready,
-                      Shutdown, TimelineEvent, decode)
+from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, Journal, ProtocolError,
+                      Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, live_changes, to_env
 from protocol.control_endpoint import ANSWER_WITHIN_S, encode_reply
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.transport import make_socket, send
 
 from . import commands
+from .ledger import TextLedger
+from .recovery import RecoveryCoordinator
+from .spares import SparePool
 
 LOG = logging.getLogger("personas.supervisor")
 #: How often an unacknowledged barge-in is re-broadcast (PUB may drop).
 BARGE_RESEND_S = 0.1
 BARGE_GIVE_UP_S = 3.0
+#: How often processes are checked (exit, heartbeat): a death is seen within this.
+CHECK_S = 0.1
+#: How often each process's CPU and memory are sampled for `status`.
+SAMPLE_S = 1.0
+#: How long a SIGKILLed process may take to be reaped before the loop moves on.
+KILL_WAIT_S = 0.5
 #: How long a command waits for the actors' fresh descriptors before answering with what it has.
 DESCRIBE_TIMEOUT_S = 1.0
 #: Checks (a registry lookup) waiting for the worker thread at once; one may take ANSWER_WITHIN_S.
@@ -83,7 +95,8 @@ class Watcher:
     info: dict = field(default_factory=dict)
     info_request: int = 0
     stats: dict = field(default_factory=dict)
-    restarts: deque = field(default_factory=deque)
+    restarts: deque = field(default_factory=deque)  # restart times within restart_window_s
+    restarts_total: int = 0
     ps: psutil.Process | None = None
     cpu_percent: float = 0.0
     rss_bytes: int = 0
@@ -126,8 +139,16 @@ class Arbiter:
         self._config_changes: dict = {}  # every live change so far, re-sent to lagging actors
         self._config_resent_at = 0.0
         self._config_set_at = 0.0
+        self.ever_running = False
+        self._sampled_at = 0.0
+        self.ledger = TextLedger()
         self.ctx = zmq.Context()
         self._bind()
+        self.recovery = RecoveryCoordinator(lambda msg: send(self.system, msg), self._emit)
+        self.spares = SparePool([n for n in sup["warm_spares"] if n in ACTOR_NAMES],
+                                lambda name: self._popen(name, spare=True), lambda msg: send(self.system, msg),
+                                self._emit, self.liveness * self.heartbeat_s, self.ready_timeout_s)
+        self._to_parser: zmq.Socket | None = None  # PUSH to the parser's inbox, for Restore
 
     # -- sockets -------------------------------------------------------------------------------
     def _socket(self, kind: int, **kw) -> zmq.Socket:
@@ -146,6 +167,8 @@ class Arbiter:
         self.system.bind(self.endpoints["system"])
         self.health = self._socket(zmq.PULL, hwm=10_000)
         self.health.bind(self.endpoints["health"])
+        self.ledger_in = self._socket(zmq.PULL, hwm=100_000)
+        self.ledger_in.bind(self.endpoints["ledger"])
         self.timeline = self._socket(zmq.XPUB, hwm=10_000)  # the supervisor's own events
         self.timeline.connect(self.endpoints["timeline_in"])
         self._proxy_control = self.ctx.socket(zmq.PAIR)
@@ -202,14 +225,18 @@ class Arbiter:
         poller = zmq.Poller()
         poller.register(self.health, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        poller.register(self.ledger_in, zmq.POLLIN)
         next_check = time.monotonic()
         while not stop.is_set() and self.state not in ("stopping", "failed"):
             events = dict(poller.poll(50))
+            if self.ledger_in in events:
+                self._drain_ledger()
             if self.health in events:
                 self._drain_health()
             if self.control in events:
                 self._drain_control()
             now = time.monotonic()
+            self._tick_recovery(now)
             if self._describing:
                 self._finish_describes(now)
             if self._checks:
@@ -217,25 +244,32 @@ class Arbiter:
             if self._awaiting_ack and now - self._barge_sent_at >= BARGE_RESEND_S:
                 self._resend_barge_in(now)
             if now >= next_check:
-                next_check = now + 0.25
+                next_check = now + CHECK_S
                 self._check_actors(now)
         if stop.is_set() and not self.stop_reason:
             self.stop_reason = "signal"
 
-    def _spawn(self, watcher: Watcher) -> None:
+    def _popen(self, name: str, rejoining: bool = False, spare: bool = False) -> subprocess.Popen:
         env = dict(os.environ)
         env[ENV_VAR] = to_env(self.config)
         env["PERSONAS_EPOCH"] = str(self.epoch)
+        env["PERSONAS_RESTART"] = "1" if rejoining else "0"  # a replacement waits for its recovery
+        env["PERSONAS_SPARE"] = "1" if spare else "0"  # a warm spare waits for a TakeOver
         env["PERSONAS_CONFIG_VERSION"] = str(self.config_version)  # the config above already has the changes
         env["ORT_DISABLE_TELEMETRY"] = "1"  # see actors/__init__.py
         env.setdefault("PYTHONUNBUFFERED", "1")
-        watcher.proc = subprocess.Popen([sys.executable, "-m", *PROCESS_MODULES[watcher.name]], env=env)
+        return subprocess.Popen([sys.executable, "-m", *PROCESS_MODULES[name]], env=env)
+
+    def _spawn(self, watcher: Watcher, rejoining: bool = False) -> None:
+        """Start ``watcher``'s process; a replacement takes a warm spare's place when one is ready."""
+        spare = self.spares.take(watcher.name) if rejoining else None
+        watcher.proc = spare.proc if spare else self._popen(watcher.name, rejoining)
         watcher.ps = psutil.Process(watcher.proc.pid)
         watcher.state = "starting"
         watcher.started_at = watcher.last_beat = time.monotonic()
         watcher.info, watcher.stats = {}, {}
-        LOG.info("started %s (pid %d)", watcher.name, watcher.proc.pid)
-        self._emit("actor_start", data={"actor": watcher.name, "pid": watcher.proc.pid})
+        LOG.info("%s %s (pid %d)", "spare takes over as" if spare else "started", watcher.name, watcher.proc.pid)
+        self._emit("actor_start", data={"actor": watcher.name, "pid": watcher.proc.pid, "spare": spare is not None})
 
     def _check_actors(self, now: float) -> None:
         for watcher in self.watchers.values():
@@ -250,11 +284,14 @@ class Arbiter:
                 self._restart(watcher, f"not ready after {self.ready_timeout_s:.0f}s")
             if self.state in ("stopping", "failed"):
                 return
-            try:
-                watcher.cpu_percent = watcher.ps.cpu_percent(None) if watcher.ps else 0.0
-                watcher.rss_bytes = watcher.ps.memory_info().rss if watcher.ps else 0
-            except psutil.Error:
-                pass
+        if now - self._sampled_at >= SAMPLE_S:  # CPU and memory for `status`, over a steady interval
+            self._sampled_at = now
+            for watcher in self.watchers.values():
+                try:
+                    watcher.cpu_percent = watcher.ps.cpu_percent(None) if watcher.ps else 0.0
+                    watcher.rss_bytes = watcher.ps.memory_info().rss if watcher.ps else 0
+                except psutil.Error:
+                    pass
         lagging = [w.name for w in self.watchers.values()  # judged only from beats sent after the change
                    if w.state == "ready" and w.last_beat - self._config_set_at > 0.5
                    and w.stats.get("config_version", self.config_version) < self.config_version]
@@ -262,8 +299,9 @@ class Arbiter:
             self._config_resent_at = now  # PUB can drop: send the whole live state again
             send(self.system, ConfigUpdate(version=self.config_version, changes=self._config_changes))
             self._emit("config", "warn", data={"resent_to": lagging, "version": self.config_version})
+        self.spares.tick(now, self.recovery.active)
         if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
-            self.state = "running"
+            self.state, self.ever_running, self.spares.enabled = "running", True, True
             LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
             web = self.watchers.get(GATEWAY)
             if web is not None and web.info.get("url"):
@@ -287,11 +325,21 @@ class Arbiter:
             self.exit_code = 1
             return
         watcher.restarts.append(now)
-        # New epoch first: whatever was in flight is stale, and credit starts over everywhere.
-        # The replacement starts in that epoch (PERSONAS_EPOCH), so it has nothing to acknowledge.
+        watcher.restarts_total += 1
+        old_pid = watcher.pid or 0
         watcher.state = "starting"
-        self.new_epoch(f"restart:{watcher.name}")
-        self._spawn(watcher)
+        rejoining = False
+        if watcher.name in SERVICE_NAMES:
+            pass  # outside the media path: nothing else changes
+        elif not self.ever_running:
+            pass  # still starting: nothing is in flight yet
+        elif self.recovery.actor_died(watcher.name, old_pid, self.epoch):
+            rejoining = True  # the replacement rejoins this epoch where the timeline stopped
+        else:
+            # A second death while one is being recovered: drop what was in flight instead.
+            self.recovery.cancel(f"{watcher.name} died during a recovery")
+            self.new_epoch(f"restart:{watcher.name} (during a recovery)")
+        self._spawn(watcher, rejoining)
         if self.state == "running":
             self.state = "starting"
 
@@ -305,6 +353,7 @@ class Arbiter:
             pass
         self._emit("supervisor_stop", data={"reason": self.stop_reason or "stop"})
         procs = [w.proc for w in self.watchers.values() if w.proc and w.proc.poll() is None]
+        procs += [proc for proc in self.spares.stop() if proc.poll() is None]
         for proc in procs:
             try:
                 proc.send_signal(signal.SIGTERM)
@@ -325,7 +374,8 @@ class Arbiter:
         time.sleep(0.05)  # let the last timeline events through the proxy
         self._proxy_control.send(b"TERMINATE")
         self._proxy.join(2)
-        for sock in (self.control, self.system, self.health, self.timeline, self._proxy_control):
+        for sock in (self.control, self.system, self.health, self.ledger_in, self.timeline, self._proxy_control,
+                     *([self._to_parser] if self._to_parser is not None else [])):
             sock.close()
         self.ctx.term()
         LOG.info("stopped (%s)", self.stop_reason or "stop")
@@ -333,7 +383,9 @@ class Arbiter:
     # -- epochs ------------------------------------------------------------------------------------
     def new_epoch(self, reason: str) -> int:
         """Broadcast a new epoch; re-sent every BARGE_RESEND_S until every ready actor acks."""
+        self.recovery.cancel(f"new epoch: {reason}")
         self.epoch += 1
+        self.ledger.on_epoch(self.epoch)
         now = time.monotonic()
         self._awaiting_ack = {name for name, w in self.watchers.items() if w.state == "ready"}
         self._barge_issued_ns = time.monotonic_ns()
@@ -373,14 +425,57 @@ class Arbiter:
             if isinstance(msg, Ready) and watcher and msg.pid == watcher.pid:
                 watcher.state, watcher.info, watcher.last_beat = "ready", msg.info, time.monotonic()
                 LOG.info("%s ready (%.1fs)", watcher.name, time.monotonic() - watcher.started_at)
+                self.recovery.actor_ready(watcher.name, msg.pid)
+                self.spares.took_over(watcher.name, msg.pid)
             elif isinstance(msg, Heartbeat) and watcher and msg.pid == watcher.pid:
                 watcher.last_beat, watcher.stats = time.monotonic(), msg.stats
+            elif isinstance(msg, Heartbeat):
+                self.spares.on_beat(msg)
             elif isinstance(msg, Info) and watcher and msg.pid == watcher.pid:
                 watcher.info, watcher.info_request = msg.info, max(watcher.info_request, msg.request_id)
             elif isinstance(msg, EpochAck) and watcher and msg.pid == watcher.pid:
                 self._acknowledged(watcher.name, msg.epoch)
             elif isinstance(msg, EpochRequest):
                 self.new_epoch(f"{msg.source}: {msg.reason}")
+            elif isinstance(msg, ResumePoint) and watcher and msg.pid == watcher.pid:
+                self.recovery.on_resume_point(msg)
+            elif isinstance(msg, RecoveryAck) and watcher:
+                self.recovery.on_ack(msg, watcher.pid)
+            elif isinstance(msg, RestoreRequest) and watcher and msg.pid == watcher.pid:
+                self._restore_parser()
+
+    # -- crash recovery ------------------------------------------------------------------------------
+    def _drain_ledger(self) -> None:
+        for _ in range(1000):
+            try:
+                msg = decode(self.ledger_in.recv_multipart(flags=zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                LOG.warning("bad ledger message: %s", exc)
+                continue
+            if isinstance(msg, Journal):
+                self.ledger.on_journal(msg)
+
+    def _restore_parser(self) -> None:
+        """A replacement parser asked for the text its predecessor owned: to its inbox, in order."""
+        if self._to_parser is None:
+            self._to_parser = self._socket(zmq.PUSH, hwm=10_000)
+            self._to_parser.connect(self.endpoints["parser"])
+        parts = self.ledger.restore_parts()
+        for part in parts:
+            try:
+                send(self._to_parser, part, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                LOG.error("parser inbox full; restore not sent (it will ask again)")
+                return
+        self._emit("restore", data={"parts": len(parts), **self.ledger.describe()})
+
+    def _tick_recovery(self, now: float) -> None:
+        alive = {name for name, w in self.watchers.items() if w.state == "ready"}
+        failed = self.recovery.tick(now, alive)
+        if failed:
+            self.new_epoch(f"recovery failed: {failed}")
 
     def set_config(self, items: dict) -> dict | commands.Later:
         """Validate and apply live changes, then broadcast them (actors apply at their next
@@ -477,10 +572,13 @@ class Arbiter:
         return {
             "supervisor": {"pid": os.getpid(), "state": self.state, "epoch": self.epoch,
                            "uptime_s": round(now - self.started_at, 1), "config": self.config_source,
+                           "restart_window_s": self.restart_window_s, "recovery": self.recovery.describe(),
+                           "ledger": self.ledger.describe(), "spares": self.spares.describe(),
                            "endpoints": {k: self.endpoints[k] for k in ("ingress", "timeline", "control", "av_out")}},
             "actors": {
                 name: {"pid": w.pid, "state": w.state, "cpu_percent": round(w.cpu_percent, 1),
-                       "rss_mb": round(w.rss_bytes / 2**20, 1), "restarts": len(w.restarts),
+                       "rss_mb": round(w.rss_bytes / 2**20, 1), "restarts": w.restarts_total,
+                       "restarts_recent": sum(1 for t in w.restarts if now - t <= self.restart_window_s),
                        "last_beat_s": round(now - w.last_beat, 2) if w.last_beat else None, "stats": w.stats}
                 for name, w in self.watchers.items()
             },
@@ -527,6 +625,6 @@ def _kill_tree(proc: subprocess.Popen | None, _grace: float) -> None:
     except psutil.NoSuchProcess:
         pass
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=KILL_WAIT_S)
     except subprocess.TimeoutExpired:
-        pass
+        pass  # reaped later by the loop's poll(); the loop must not wait on a stuck process

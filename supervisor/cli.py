@@ -116,12 +116,13 @@ def format_status(reply: dict) -> str:
     sup = reply["supervisor"]
     lines = [f"supervisor pid {sup['pid']}  {sup['state']}  epoch {sup['epoch']}  up {sup['uptime_s']:.0f}s  "
              f"ingress {sup['endpoints']['ingress']}  timeline {sup['endpoints']['timeline']}",
-             f"{'actor':<9}{'pid':>8}  {'state':<9}{'cpu%':>6}{'rss MB':>8}{'restarts':>9}  queues / credit"]
+             f"{'actor':<9}{'pid':>8}  {'state':<9}{'cpu%':>6}{'rss MB':>8}{'restarts':>10}  queues / credit"]
     for name, a in reply["actors"].items():
         stats = a.get("stats") or {}
         queues = {k: v for k, v in stats.items() if k not in ("device",)}
         lines.append(f"{name:<9}{a['pid'] or '-':>8}  {a['state']:<9}{a['cpu_percent']:>6.1f}{a['rss_mb']:>8.1f}"
-                     f"{a['restarts']:>9}  {json.dumps(queues, separators=(',', ':'))[:110]}")
+                     f"{str(a['restarts']) + ' (' + str(a.get('restarts_recent', 0)) + ')':>10}  "
+                     f"{json.dumps(queues, separators=(',', ':'))[:110]}")
     return "\n".join(lines)
 
 

@@ -118,7 +118,8 @@ def test_player_starts_when_the_jitter_buffer_is_full_and_returns_a_credit_per_f
         assert frames == list(range(player.jitter_min))
         assert sum(c.amount for c in ctx.of_type("driver", Credit)) == player.jitter_min  # one per frame out
         provenance = ctx.events_of("present")[0]["data"]["provenance"]
-        assert provenance == {"adapter": "test", "chunk_id": 0, "window_tokens": 0, "render_ms": 0.0, "epoch": 0}
+        assert provenance == {"adapter": "test", "chunk_id": 0, "window_tokens": 0, "render_ms": 0.0, "epoch": 0,
+                          "chunk_start": -1}
 
 
 def test_player_cuts_a_barge_in_with_one_faded_frame_then_holds_and_an_empty_buffer_mid_speech_underflows(config):
@@ -313,7 +314,7 @@ def test_tts_refuses_chunks_beyond_the_granted_window_and_a_failing_engine_is_re
             assert not tts.pending
             ctx.deliver(tts, text_chunk(10, "This one fails.", epoch=1))
             assert step_until(tts, lambda: bool(ctx.of_type("stitcher", AudioChunk)))
-            assert ctx.events_of("synth", "error")[-1]["data"]["code"] == "engine_error"
+            assert [e["data"]["code"] for e in ctx.events_of("synth", "error")][-2:] == ["engine_error", "unspoken"]
             sent = ctx.of_type("stitcher", AudioChunk)[-1]  # nothing to fall back to: silence, and the stream moves on
             assert sent.sequence_id == 10 and sent.n_samples == 0 and sent.epoch == 1
             assert ctx.events_of("synth", "ok")[-1]["data"]["samples"] == 0
