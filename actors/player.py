@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -31,7 +32,7 @@ from protocol.transport import send
 
 from .dsp import barge_cut
 from .runtime import ActorContext, grants_descriptor
-from .sinks import Mp4Recorder, Overlay
+from .sinks import Mp4Recorder, Overlay, join_recording, recording_parts
 
 NAME = "player"
 #: If presentation falls this many frames behind the clock, the clock slips instead of bursting.
@@ -48,7 +49,7 @@ class Player:
         self.width, self.height = int(media["width"]), int(media["height"])
         self.window, self.jitter_min = int(flow["player_window_frames"]), int(flow["jitter_min_frames"])
         self.overlay = Overlay(self.width, self.height, cfg["overlay_text"], cfg["overlay_logo"])
-        self.recorder = Mp4Recorder(cfg["record"], self.width, self.height, self.fps, self.sr) if cfg["record"] else None
+        self.recorder = self.open_recording(cfg["record"]) if cfg["record"] else None
         self.av_out = ctx.socket(zmq.PUB, hwm=2 * self.fps)
         self.av_out.bind(ctx.endpoints["av_out"])
         self.frame_s = 1.0 / self.fps
@@ -64,6 +65,18 @@ class Player:
         self.last_speech: AVPacket | None = None  # the newest speech packet received (where speech stands)
         self.counts = {"presented": 0, "underflows": 0, "idle_starved": 0, "flushed": 0, "late_slips": 0,
                        "skipped_fill": 0}
+
+    def open_recording(self, record: str) -> Mp4Recorder:
+        """Each player process records its own part (a replacement never overwrites what its
+        predecessor recorded); the one that closes joins them into ``record``."""
+        parts = recording_parts(record)
+        if not self.ctx.rejoining:  # a new session: parts left by an earlier one are not ours
+            for stale in parts:
+                stale.unlink(missing_ok=True)
+            parts = []
+        index = int(parts[-1].name.rsplit(".part", 1)[1].split(".")[0]) + 1 if parts else 0
+        path = Path(record).with_name(f"{Path(record).stem}.part{index}{Path(record).suffix}")
+        return Mp4Recorder(str(path), self.width, self.height, self.fps, self.sr, survives_crash=True)
 
     def describe(self) -> dict:
         cfg = self.ctx.config["player"]
@@ -224,7 +237,16 @@ class Player:
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
-            self.ctx.emit("recording_closed", data={"path": self.ctx.config["player"]["record"], "frames": self.recorder.frames,
+            record = self.ctx.config["player"]["record"]
+            parts, error = recording_parts(record), self.recorder.error
+            frames = 0
+            try:
+                frames = join_recording(parts, record)
+                for part in parts:
+                    part.unlink()
+            except Exception as exc:  # the parts stay on disk: nothing recorded is thrown away
+                error = error or exc
+            self.ctx.emit("recording_closed", data={"path": record, "frames": frames, "parts": len(parts),
                                                     "dropped": self.recorder.dropped,
-                                                    "error": str(self.recorder.error) if self.recorder.error else None})
+                                                    "error": str(error) if error else None})
         self.av_out.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fractions
 import logging
+import os
 import queue
+import struct
 import threading
 from pathlib import Path
 
@@ -58,12 +60,15 @@ class Mp4Recorder:
 
     Timestamps come from the presentation tick: video pts = tick (1/fps), audio pts =
     tick's first sample (1/sample_rate), so the file carries exactly what was presented,
-    on one clock.
+    on one clock. With ``survives_crash`` the file is fragmented MP4 flushed one fragment
+    (one second) at a time: if the process dies, what was written up to the last fragment
+    can still be read (a plain MP4 is unreadable without the index written at close).
     """
 
-    def __init__(self, path: str, width: int, height: int, fps: int, sample_rate: int):
+    def __init__(self, path: str, width: int, height: int, fps: int, sample_rate: int, survives_crash: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.survives_crash = survives_crash
         self.fps, self.sample_rate = fps, sample_rate
         self.width, self.height = width, height
         self.frames = 0
@@ -97,10 +102,12 @@ class Mp4Recorder:
         import av
 
         drop_realtime()  # encoding is bulk work: it must not run at the clock's priority
-        container = av.open(str(self.path), "w")
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"} \
+            if self.survives_crash else {}
+        container = av.open(str(self.path), "w", options=options)
         video = container.add_stream("libx264", rate=self.fps)
         video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
-        video.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "20"}
+        video.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "20", "g": str(self.fps)}
         audio = container.add_stream("aac", rate=self.sample_rate)
         audio.layout = "mono"
         video_tb, audio_tb = fractions.Fraction(1, self.fps), fractions.Fraction(1, self.sample_rate)
@@ -131,3 +138,70 @@ class Mp4Recorder:
             LOG.error("recorder failed: %s", exc)
         finally:
             container.close()
+
+
+def recording_parts(record: str | Path) -> list[Path]:
+    """The parts of a recording, in order: one per player process (``NAME.partK.mp4``)."""
+    record = Path(record)
+    found = []
+    for part in record.parent.glob(f"{record.stem}.part*{record.suffix}"):
+        index = part.name[len(record.stem) + len(".part"):-len(record.suffix) or None]
+        if index.isdigit():
+            found.append((int(index), part))
+    return [part for _, part in sorted(found)]
+
+
+def join_recording(parts: list[Path], record: str | Path) -> int:
+    """One plain MP4 from the parts (packets copied, not re-encoded), each part starting
+    where the one before ended, audio and video together; returns the video frames. A part
+    cut short by a crash ends at its last whole fragment."""
+    import av
+
+    out = av.open(str(record), "w")
+    streams: dict[str, object] = {}
+    offset_s, frames = 0.0, 0
+    try:
+        for part in parts:
+            intact = intact_length(part)
+            if intact < part.stat().st_size:
+                os.truncate(part, intact)  # a fragment half-written when the process died
+            with av.open(str(part)) as src:
+                for stream in src.streams:
+                    if stream.type not in streams and stream.type in ("video", "audio"):
+                        streams[stream.type] = out.add_stream_from_template(stream)
+                end_s = offset_s
+                try:
+                    for packet in src.demux():
+                        target = streams.get(packet.stream.type)
+                        if packet.dts is None or target is None:
+                            continue
+                        shift = int(round(offset_s / packet.stream.time_base))
+                        packet.pts, packet.dts = (packet.pts if packet.pts is not None else packet.dts) + shift, packet.dts + shift
+                        end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * packet.stream.time_base))
+                        frames += packet.stream.type == "video"
+                        packet.stream = target
+                        out.mux(packet)
+                except (av.error.InvalidDataError, av.error.EOFError):
+                    pass  # the end a crash cut off
+                offset_s = end_s
+    finally:
+        out.close()
+    return frames
+
+
+def intact_length(path: Path) -> int:
+    """Bytes of a fragmented MP4 up to its last whole fragment: top-level boxes are walked by
+    their sizes, and a fragment's header (``moof``) counts only with its media (``mdat``)."""
+    size, offset, intact = path.stat().st_size, 0, 0
+    with open(path, "rb") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            box_size, kind = struct.unpack(">I4s", f.read(8))
+            if box_size == 1:
+                box_size = struct.unpack(">Q", f.read(8))[0]
+            if box_size < 8 or offset + box_size > size:
+                break
+            offset += box_size
+            if kind != b"moof":
+                intact = offset
+    return intact

@@ -23,7 +23,7 @@ from protocol import AudioChunk, ConfigUpdate, Credit, Recovery, TextChunk
 from protocol.flow import audio_cost_ms
 from protocol.config import apply_changes
 
-from persona.voice import VoiceSchemaError, load_voice
+from persona.voice import VoiceSchemaError, load_voice, voice_dirs
 
 from .adapters import Synthesis
 from .adapters.fault import FaultInjector
@@ -112,7 +112,7 @@ class Tts:
         self.ctx = ctx
         self.config = ctx.config
         self.window_chunks = int(self.config["flow"]["tts_window_chunks"])
-        self.voice = load_voice(self.config["voice"]["persona"])
+        self.voice = load_voice(self.config["voice"]["persona"], voice_dirs(self.config))
         self.faults = FaultInjector(self.config["fault"])
         self.pool = EnginePool(ctx, self.voice, self.faults)
         self.controller = RateController(self.config["controller"])
@@ -236,7 +236,7 @@ class Tts:
                 continue
             if key == "voice.persona":
                 try:
-                    self.voice = load_voice(value)
+                    self.voice = load_voice(value, voice_dirs(self.config))
                 except VoiceSchemaError as exc:
                     refused[key] = str(exc)
                     continue

@@ -1,9 +1,12 @@
-"""Figures read off a recorded timeline: time to first frame, stage durations, the credit audit."""
+"""Figures read off a recorded timeline (time to first frame, stage durations, the credit
+audit) and off captured A/V packets (the speech itself, without its pauses)."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+
+import numpy as np
 
 SENTENCE_BOUNDARIES = (".", "?", "!", "\n", "clause", "limit")
 
@@ -101,3 +104,23 @@ def credit_audit(events: list[dict]) -> dict[tuple[str, int], dict]:
             if ledger["spent"] > ledger["granted"]:
                 ledger["overdrafts"].append({"ts_ns": e["ts_ns"], "spent": ledger["spent"], "granted": ledger["granted"]})
     return dict(ledgers)
+
+
+def spoken_pcm(packets: list, min_silence: int = 40) -> np.ndarray:
+    """What was said, without the pauses: the PCM of ``packets`` (speech frames, by frame
+    index, each index once) with every run of at least ``min_silence`` zero samples removed.
+    Two presentations of the same speech give the same array whatever gaps a crash or a slow
+    engine put between their words; a word lost or said twice changes it."""
+    seen, parts = set(), []
+    for packet in sorted(packets, key=lambda p: p.frame_index):
+        if packet.frame_index not in seen:
+            seen.add(packet.frame_index)
+            parts.append(np.frombuffer(packet.pcm, np.int16))
+    pcm = np.concatenate(parts) if parts else np.zeros(0, np.int16)
+    silent = np.concatenate([[False], pcm == 0, [False]])
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    keep = np.ones(len(pcm), bool)
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if stop - start >= min_silence:
+            keep[start:stop] = False
+    return pcm[keep]

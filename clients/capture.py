@@ -19,6 +19,7 @@ class AVCollector:
 
     def __init__(self, endpoint: str, idle_pixels: bool = True):
         self.packets: list[AVPacket] = []
+        self.arrivals: list[float] = []  # time.monotonic() at which each packet arrived
         self._idle_pixels = idle_pixels
         self._stop = threading.Event()
         self._arrived = threading.Condition()
@@ -39,6 +40,7 @@ class AVCollector:
                         msg = AVPacket(**{**msg.__dict__, "pixels": b""})
                     with self._arrived:
                         self.packets.append(msg)
+                        self.arrivals.append(time.monotonic())
                         self._arrived.notify_all()
 
     def wait_connected(self, timeout: float) -> bool:

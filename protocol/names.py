@@ -47,6 +47,9 @@ def credit_unit(producer: str, consumer: str) -> str:
 #: consumer checks that what arrives spent its own, current grant.
 LINK_MESSAGES = {"text_chunk": "parser", "audio_chunk": "tts", "audio_span": "stitcher", "av_packet": "driver"}
 
+#: The TTS engines an adapter exists for (config ``tts.adapters``).
+ADAPTER_NAMES = ("piper", "espeak", "wyoming")
+
 #: What the fault injector can make an engine do (config ``fault.kind``).
 FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")
 

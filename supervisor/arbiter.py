@@ -40,7 +40,7 @@ import zmq
 
 from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, Journal, ProtocolError,
                       Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
-from protocol.config import ENV_VAR, apply_changes, live_changes, to_env
+from protocol.config import ENV_VAR, apply_changes, copy_config, live_changes, to_env
 from protocol.control_endpoint import ANSWER_WITHIN_S, encode_reply
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.transport import make_socket, send
@@ -481,20 +481,20 @@ class Arbiter:
         """Validate and apply live changes, then broadcast them (actors apply at their next
         safe boundary). Raises ConfigError for keys that are not live or bad values. A new
         ``persona.id`` is checked against the registry off the loop (a Later reply): the
-        registry may be a database or a service that takes its time."""
+        registry may be a database or a service that takes its time; a voice file is a file read."""
         changes = live_changes(self.config, items)
         tts = self.config["tts"]
         if "tts.adapter" in changes and changes["tts.adapter"] not in tts["adapters"]:
             raise ValueError(f"tts.adapter must be one of the loaded adapters {tts['adapters']}")
         if changes.get("tts.fallback") not in (None, "", *tts["adapters"]):
             raise ValueError(f"tts.fallback must be '' or one of {tts['adapters']}")
-        if "voice.persona" in changes:
-            from persona.voice import load_voice
-
-            load_voice(changes["voice.persona"])  # fail here, not in the actor
-        if "persona.id" in changes:
-            wanted = {**self.config, "persona": {**self.config["persona"], "id": changes["persona.id"]}}
-            return commands.Later(check=lambda: check_persona(wanted), then=lambda: self.apply_config(changes))
+        if "voice.persona" in changes or "persona.id" in changes:
+            wanted = copy_config(self.config)
+            apply_changes(wanted, changes)
+            checks = [check for key, check in (("voice.persona", check_voice), ("persona.id", check_persona))
+                      if key in changes]
+            return commands.Later(check=lambda: next(filter(None, (check(wanted) for check in checks)), ""),
+                                  then=lambda: self.apply_config(changes))
         return self.apply_config(changes)
 
     def apply_config(self, changes: dict) -> dict:
@@ -595,6 +595,17 @@ class Arbiter:
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
         self.state = "stopping"
+
+
+def check_voice(config: dict) -> str:
+    """Why ``voice.persona`` cannot be spoken ("" when it can); a file read, so off the loop."""
+    from persona.voice import VoiceSchemaError, load_voice, voice_dirs
+
+    try:
+        load_voice(config["voice"]["persona"], voice_dirs(config))
+    except VoiceSchemaError as exc:
+        return str(exc)
+    return ""
 
 
 def check_persona(config: dict) -> str:

@@ -1,8 +1,8 @@
 """TTS engine adapters behind one interface, each with a capability descriptor."""
 
-from .base import Synthesis, TTSAdapter, word_anchors
+from protocol.names import ADAPTER_NAMES as ADAPTERS
 
-ADAPTERS = ("piper", "espeak", "wyoming")
+from .base import Synthesis, TTSAdapter, word_anchors
 
 
 def make_adapter(name: str, config: dict) -> TTSAdapter:

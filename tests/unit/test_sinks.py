@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from actors.sinks import Mp4Recorder, Overlay
+from actors.sinks import Mp4Recorder, Overlay, join_recording, recording_parts
 from tests.media import read_mp4
 
 
@@ -30,3 +30,28 @@ def test_recorder_writes_what_it_was_given_on_one_clock(tmp_path):
     assert len(frames) == 50 and fps == 25 and sr == 22050
     assert abs(durations["video"] - 2.0) < 1e-6 and abs(durations["audio"] - durations["video"]) <= 1 / 25
     assert abs(int(frames[40].mean()) - 200) <= 3
+
+
+def test_a_recording_cut_by_a_crash_keeps_its_fragments_and_the_parts_join_on_one_clock(tmp_path):
+    record = tmp_path / "rec.mp4"
+    first = Mp4Recorder(str(tmp_path / "rec.part0.mp4"), 64, 64, 25, 22050, survives_crash=True)
+    for tick in range(75):  # 3 s: three one-second fragments
+        first.write(tick, np.full((64, 64, 3), 40, np.uint8), np.full(882, 1000, np.int16))
+    first.close()
+    whole = (tmp_path / "rec.part0.mp4").read_bytes()
+    (tmp_path / "rec.part0.mp4").write_bytes(whole[: int(len(whole) * 0.8)])  # the process died mid-write
+    second = Mp4Recorder(str(tmp_path / "rec.part1.mp4"), 64, 64, 25, 22050, survives_crash=True)
+    for tick in range(50):
+        second.write(tick, np.full((64, 64, 3), 200, np.uint8), np.full(882, 1000, np.int16))
+    second.close()
+    parts = recording_parts(record)
+    assert [p.name for p in parts] == ["rec.part0.mp4", "rec.part1.mp4"]
+    joined = join_recording(parts, record)
+    frames, audio, sr, fps, durations = read_mp4(record)
+    assert 25 + 50 <= joined == len(frames) < 75 + 50  # at least the first whole fragment survived
+    first_part = joined - 50
+    assert abs(int(frames[first_part - 1].mean()) - 40) <= 3 and abs(int(frames[first_part].mean()) - 200) <= 3
+    # the second part starts where the first ended (both streams: a cut part's audio may run
+    # a few AAC frames past its video, and the seam waits for the later of the two)
+    assert abs(durations["video"] - joined / 25) < 0.2
+    assert abs(len(audio) / sr - joined / 25) < 0.2
