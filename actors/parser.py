@@ -216,7 +216,12 @@ class Parser:
         return recovery.actor != NAME or self.restored  # a replacement answers once it has its text
 
     def on_rewind(self, recovery: Recovery) -> None:
-        """Everything from the chunk the recovery names goes out again, before the queue."""
+        """Everything from the chunk the recovery names goes out again, before the queue. A
+        replacement parser's own recovery has nothing to add: its Restore queued what its
+        predecessor owned, and the TTS (not in that recovery) grants no fresh start."""
+        if recovery.actor == NAME:
+            self.paused = False
+            return
         chunks, markers = self.owned.resend_from(recovery.resume_chunk, recovery.skip_samples)
         unsent = [c for c in self.outbox if c.sequence_id not in {r.sequence_id for r in chunks}]
         self.outbox.clear()

@@ -18,6 +18,7 @@ from clients.analysis import summarize, utterance_ttff
 from clients.interrupts import interrupt_at_random_points
 from clients.session import Session
 
+from .fault_bench import faults, table_rows as fault_rows  # noqa: F401 -- `personas bench faults` runs it from here
 from .persona_bench import persona, table_rows as persona_rows  # noqa: F401 -- `personas bench persona` runs it from here
 
 TTFF_SCRIPT = ("Hello there, it is good to see you again. I have a few things to tell you about today, "
@@ -376,9 +377,6 @@ def baseline(config_path: str | None, overrides, rate: float = 40.0, echo: Calla
     return result
 
 
-BENCHMARKS = ("ttff", "sync", "bargein", "sustained", "hop", "baseline", "persona")
-
-
 def markdown_table(results: dict) -> str:
     """The README's performance table, generated from out/bench.json."""
     rows = ["| figure | result | same-run baseline | ratio / verdict |", "|---|---|---|---|"]
@@ -439,4 +437,6 @@ def markdown_table(results: dict) -> str:
                     f"{n['personas_first_frame_ms']} ms | naive {n['naive_first_frame_ms']} ms | {n['speedup']}x sooner |")
     if "persona" in results:
         rows += persona_rows(results["persona"])
+    if "faults" in results:
+        rows += fault_rows(results["faults"])
     return "\n".join(rows)

@@ -38,6 +38,7 @@ class Session:
         self.control = ControlClient(self.config["endpoints"]["control"])
         self._feeder: Feeder | None = None
         self._log_file = None
+        self._stopped = False
 
     @property
     def endpoints(self) -> dict:
@@ -134,6 +135,11 @@ class Session:
         return self.wait_presented(turn["utterance_id"], budget, epoch=turn["epoch"])
 
     def stop(self, timeout: float = 60.0) -> int | None:
+        """Down, wait for the supervisor, close the timeline (its events stay readable).
+        Stopping twice is stopping once."""
+        if self._stopped:
+            return self.proc.returncode if self.proc is not None else None
+        self._stopped = True
         if self._feeder is not None:
             self._feeder.close()
             self._feeder = None

@@ -15,6 +15,12 @@ Routes (aiohttp):
     POST /say         {"text": ...} fed to the ingress as LLM-like tokens
     POST /barge-in    interrupt now
 
+Every request must name this server in ``Host`` (so a DNS-rebinding page cannot reach it) and,
+when it carries an ``Origin``, come from this server's own origin (no other site may drive or
+watch it). A POST is JSON (``application/json``, else 415), a JSON object (else 400 with the
+reason), with the control token in ``X-Personas-Token`` (else 401); the page gets the token
+inside its own HTML, which other origins cannot read.
+
 A lagging WebSocket client first loses video frames (counted, on the timeline) while its
 audio keeps flowing; past ``client_drop_frames`` it is disconnected with the reason.
 """
@@ -22,8 +28,10 @@ audio keeps flowing; past ``client_drop_frames`` it is disconnected with the rea
 from __future__ import annotations
 
 import asyncio
+import hmac
 import io
 import json
+import os
 import socket
 import struct
 import time
@@ -38,7 +46,7 @@ from aiohttp import web
 
 from actors.runtime import ActorContext
 from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
-from protocol.control_endpoint import AsyncControlClient
+from protocol.control_endpoint import TOKEN_ENV, AsyncControlClient
 from protocol.names import GATEWAY
 from protocol.transport import make_socket
 
@@ -54,6 +62,8 @@ QUIET_STAGES = {"heartbeat", "credit", "send", "span", "render", "stitch", "read
 HOUSEKEEPING_S = 0.02
 #: Longest text POST /say takes.
 MAX_SAY_CHARS = 10_000
+#: The header a state-changing request carries the control token in.
+TOKEN_HEADER = "X-Personas-Token"
 
 
 @dataclass(eq=False)  # identity semantics: clients live in a set
@@ -64,6 +74,16 @@ class Client:
     dropped_video: int = 0
     lagging: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def allowed_hosts(host: str, port: int, extra: list[str] = ()) -> set[str]:
+    """The Host header values this server answers to: its bind address, the loopback names
+    when it is bound to loopback, and the names the operator lists in ``web.allowed_hosts``
+    (lower case, with the port)."""
+    names = {host, *extra}
+    if host in ("127.0.0.1", "::1", "localhost"):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    return {f"{name}:{port}".lower() for name in names}
 
 
 def wav_header(sample_rate: int) -> bytes:
@@ -94,7 +114,11 @@ class Gateway:
         self.clients: set[Client] = set()
         self.wav_listeners: set[asyncio.Queue] = set()
         self.counts = {"packets": 0, "clients": 0, "dropped_video": 0, "disconnected_slow": 0, "wav_listeners": 0}
+        self.token = os.environ.get(TOKEN_ENV, "")
+        self.hosts = allowed_hosts(self.cfg["host"], int(self.cfg["port"]), self.cfg["allowed_hosts"])
         self.page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}  # read once
+        self.page["index.html"] = self.page["index.html"].replace(
+            b"<head>", b'<head>\n  <meta name="personas-token" content="' + self.token.encode() + b'">', 1)
 
     def describe(self) -> dict:
         return {"actor": NAME, "url": self.url, "routes": [f"{method} {path}" for method, path, _ in self.routes()],
@@ -102,7 +126,7 @@ class Gateway:
 
     def run(self) -> None:
         self.zctx = zmq.asyncio.Context()
-        self.control = AsyncControlClient(self.zctx, self.endpoints["control"])
+        self.control = AsyncControlClient(self.zctx, self.endpoints["control"], token=self.token)
         self.ingress = make_socket(self.zctx, zmq.PUSH, hwm=10_000, linger_ms=0)
         self.ingress.connect(self.endpoints["ingress"])
         try:
@@ -236,13 +260,61 @@ class Gateway:
                 ("POST", "/barge-in", self.barge_in)]
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self.guard])
         for method, path, handler in self.routes():
             if method == "GET":
                 app.router.add_get(path, handler)  # HEAD too, as browsers and probes expect
             else:
                 app.router.add_route(method, path, handler)
         return app
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """Who may ask (Host, Origin, token) and in what form (JSON): refusals are 4xx with the
+        reason, on the timeline too; no request reaches a handler that would fail on it."""
+        refusal = self.refusal(request)
+        if refusal is None and request.method == "POST":
+            refusal = await self.body_refusal(request)
+        if refusal is not None:
+            status, why = refusal
+            self.ctx.emit("web_refused", "error", surface="http",
+                          data={"route": f"{request.method} {request.path}"[:80], "status": status, "why": why,
+                                "client": request.remote or "?"})
+            return web.json_response({"ok": False, "error": why}, status=status)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
+            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
+
+    def refusal(self, request: web.Request) -> tuple[int, str] | None:
+        host = request.headers.get("Host", "")
+        if host.lower() not in self.hosts:
+            return 421, f"this server answers to {sorted(self.hosts)[0]}, not Host {host[:60]!r}"
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() not in {f"http://{h}" for h in self.hosts}:
+            return 403, f"requests from other sites are refused (Origin {origin[:60]!r})"
+        if request.method == "POST" and not hmac.compare_digest(
+                request.headers.get(TOKEN_HEADER, "").encode(), self.token.encode()):
+            return 401, f"a POST needs the control token in {TOKEN_HEADER} (the page carries it)"
+        if request.method not in ("GET", "HEAD", "POST"):
+            return 405, f"{request.method} is not served"
+        return None
+
+    @staticmethod
+    async def body_refusal(request: web.Request) -> tuple[int, str] | None:
+        if request.content_type != "application/json":
+            return 415, f"POST bodies are application/json, not {request.content_type!r}"
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 400, f"the body is not JSON ({str(exc)[:80]})"
+        if not isinstance(body, dict):
+            return 400, "the body must be a JSON object"
+        return None
 
     async def favicon(self, _request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -325,12 +397,16 @@ class Gateway:
 
     async def post_config(self, request: web.Request) -> web.Response:
         body = await request.json()
-        reply = await self.call("config_set", changes=body.get("changes", {}))
+        changes = body.get("changes")
+        if not isinstance(changes, dict) or not changes:
+            raise web.HTTPBadRequest(text="give a non-empty object 'changes' of section.key -> value")
+        reply = await self.call("config_set", changes=changes)
         return web.json_response(reply, status=200 if reply.get("ok") else 400)
 
     async def say(self, request: web.Request) -> web.Response:
         body = await request.json()
-        text = str(body.get("text", "")).strip()
+        text = body.get("text")
+        text = text.strip() if isinstance(text, str) else ""
         if not text or len(text) > MAX_SAY_CHARS:
             raise web.HTTPBadRequest(text=f"give 1..{MAX_SAY_CHARS} characters of 'text'")
         asyncio.ensure_future(self.feed(text))

@@ -25,3 +25,8 @@ LONG_READ = " ".join(_READ)
 
 PERSONA_SCRIPT = ("Good morning, and welcome back. Today is a quiet day at the harbour. "
                   "The boats are resting, and the water is calm. Would you like to hear the weather?")
+
+#: Said whole while an actor is killed: four sentences, about 15 s (the Fault scene, `bench faults`).
+FAULT_PARAGRAPH = ("The lighthouse keeper climbed the stairs every evening at dusk. He polished the great lens until "
+                   "it shone, then lit the lamp and watched the ships pass. Some nights the fog rolled in so thick that "
+                   "he could not see the water below. On those nights he rang the bell every minute until morning came.")

@@ -41,7 +41,7 @@ import zmq
 from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, Journal, ProtocolError,
                       Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, copy_config, live_changes, to_env
-from protocol.control_endpoint import ANSWER_WITHIN_S, encode_reply
+from protocol.control_endpoint import ANSWER_WITHIN_S, TOKEN_ENV, encode_reply, new_token
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.transport import make_socket, send
 
@@ -144,6 +144,8 @@ class Arbiter:
         self.ledger = TextLedger()
         self.ctx = zmq.Context()
         self._bind()
+        # After the bind: a second `up` that cannot bind must not replace the first one's token.
+        self.token, self.token_file = new_token(self.endpoints["control"])
         self.recovery = RecoveryCoordinator(lambda msg: send(self.system, msg), self._emit)
         self.spares = SparePool([n for n in sup["warm_spares"] if n in ACTOR_NAMES],
                                 lambda name: self._popen(name, spare=True), lambda msg: send(self.system, msg),
@@ -257,6 +259,7 @@ class Arbiter:
         env["PERSONAS_SPARE"] = "1" if spare else "0"  # a warm spare waits for a TakeOver
         env["PERSONAS_CONFIG_VERSION"] = str(self.config_version)  # the config above already has the changes
         env["ORT_DISABLE_TELEMETRY"] = "1"  # see actors/__init__.py
+        env[TOKEN_ENV] = self.token  # the gateway's web API checks it; never on a command line
         env.setdefault("PYTHONUNBUFFERED", "1")
         return subprocess.Popen([sys.executable, "-m", *PROCESS_MODULES[name]], env=env)
 
@@ -378,6 +381,7 @@ class Arbiter:
                      *([self._to_parser] if self._to_parser is not None else [])):
             sock.close()
         self.ctx.term()
+        self.token_file.unlink(missing_ok=True)
         LOG.info("stopped (%s)", self.stop_reason or "stop")
 
     # -- epochs ------------------------------------------------------------------------------------
@@ -583,6 +587,10 @@ class Arbiter:
                 for name, w in self.watchers.items()
             },
         }
+
+    def refused(self, cmd: str, why: str) -> None:
+        LOG.warning("control: %s refused (%s)", cmd, why)
+        self._emit("control_refused", "error", data={"cmd": cmd, "why": why})
 
     def _emit(self, stage: str, result: str = "ok", data: dict | None = None) -> None:
         event = TimelineEvent(stage=stage, actor="supervisor", result=result, ts_ns=time.monotonic_ns(),

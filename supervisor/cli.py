@@ -57,6 +57,8 @@ def up(config_path, overrides, record, persona_ref) -> None:
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
     arbiter.announce = lambda message: click.echo(message, err=False)
+    click.echo(f"control token {arbiter.token} (in {arbiter.token_file}, readable by this user only; "
+               "clients of this user read it from there)")
     code = arbiter.run()
     if arbiter.stop_reason and code:
         click.echo(f"personas-supervisor: {arbiter.stop_reason}", err=True)

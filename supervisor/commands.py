@@ -9,11 +9,12 @@ over, so no command ever blocks that loop.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from protocol.config import LIVE_KEYS, get_key
-from protocol.control_endpoint import decode
+from protocol.control_endpoint import WRITE_COMMANDS, decode
 from protocol.envelope import ProtocolError
 
 
@@ -42,11 +43,13 @@ class Supervised(Protocol):
     state: str
     config: dict
     config_version: int
+    token: str
 
     def status(self) -> dict: ...
     def new_epoch(self, reason: str) -> int: ...
     def set_config(self, items: dict) -> dict | Later: ...
     def request_stop(self, reason: str) -> None: ...
+    def refused(self, cmd: str, why: str) -> None: ...
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Supervised, dict], Reply]]] = {}
@@ -120,6 +123,11 @@ def handle(supervisor: Supervised, body: bytes) -> Reply:
     name = request.get("cmd")
     if name not in COMMANDS:
         return {"ok": False, "error": f"unknown command {name!r}", "commands": sorted(COMMANDS)}
+    if name in WRITE_COMMANDS and not hmac.compare_digest(str(request.get("token", "")).encode(), supervisor.token.encode()):
+        why = "a wrong control token" if request.get("token") else "no control token"
+        supervisor.refused(name, why)
+        return {"ok": False, "error": f"unauthorized: {name} needs the control token "
+                                      "(in the token file `personas-supervisor up` printed, readable by its user only)"}
     try:
         reply = COMMANDS[name][1](supervisor, request)
     except Exception as exc:  # a failing command must not take the supervisor down

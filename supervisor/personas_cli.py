@@ -200,6 +200,8 @@ BENCHMARKS = {
     "baseline": ("The naive approach (wait, synthesise all, render all) vs streaming.", {}, True),
     "persona": ("Persona pack warm load, anchor selection and build time per photo, each vs a same-run baseline.",
                 {}, False),
+    "faults": ("Each actor killed mid-paragraph: detection, back ready, speech resumed, words lost / doubled; "
+               "with and without warm spares.", {}, True),
 }
 
 

@@ -35,14 +35,23 @@ def _children() -> dict[int, psutil.Process]:
         return {}
 
 
+def _parent(proc: psutil.Process) -> int:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return -1
+
+
 @pytest.fixture(autouse=True)
 def no_orphans(request):
     """Every process a test starts is gone when it ends. What is still alive after a grace
     period is killed (tree and all) and the test fails with its command lines. Processes
-    that session- or module-scoped fixtures started before the test are left alone."""
+    that session- or module-scoped fixtures started before the test are left alone, and so
+    are the ones those start while it runs (a supervisor replacing an actor the test killed):
+    the fixture ends them with the rest of its tree."""
     before = set(_children())
     yield
-    leftover = {pid: p for pid, p in _children().items() if pid not in before}
+    leftover = {pid: p for pid, p in _children().items() if pid not in before and _parent(p) not in before}
     if not leftover:
         return
     _, alive = psutil.wait_procs(list(leftover.values()), timeout=ORPHAN_GRACE_S)

@@ -1,10 +1,12 @@
-"""Reading what Personas produced: decode recordings, transcribe speech, compare words."""
+"""Reading what Personas produced: decode recordings; speech and words come from clients.asr."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from clients.asr import transcribe, word_error_rate, words  # noqa: F401 -- the tests' one import for media
 
 
 def read_mp4(path) -> tuple[np.ndarray, np.ndarray, int, int, dict]:
@@ -31,33 +33,3 @@ def frame_rms(audio: np.ndarray, sample_rate: int, fps: int, n_frames: int) -> n
         window = audio[k * sample_rate // fps:(k + 1) * sample_rate // fps].astype(np.float64)
         out[k] = math.sqrt(np.mean(window ** 2)) if len(window) else 0.0
     return out
-
-
-def transcribe(audio: np.ndarray, sample_rate: int) -> str:
-    """PocketSphinx, offline, default US English model, the whole utterance at once."""
-    from pocketsphinx import Decoder
-    from scipy.signal import resample_poly
-
-    g = math.gcd(16000, sample_rate)
-    pcm = resample_poly(audio.astype(np.float32), 16000 // g, sample_rate // g)
-    pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
-    decoder = Decoder(samprate=16000, loglevel="FATAL")
-    decoder.start_utt()
-    decoder.process_raw(pcm.tobytes(), full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return hyp.hypstr if hyp else ""
-
-
-def words(text: str) -> list[str]:
-    return "".join(c.lower() if c.isalnum() or c == "'" else " " for c in text).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(len(ref), 1)

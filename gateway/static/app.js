@@ -12,6 +12,13 @@ const MARKS = {
   underflow: "#ff00ff", stall: "#b07a4f", gap: "#e377c2",
 };
 
+// The control token comes inside the page (another site cannot read it); every POST shows it.
+const TOKEN = document.querySelector('meta[name="personas-token"]')?.content || "";
+function post(path, body) {
+  return fetch(path, { method: "POST", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", "X-Personas-Token": TOKEN } });
+}
+
 const audio = new (window.AudioContext || window.webkitAudioContext)({ latencyHint: "interactive" });
 const bus = audio.createGain(); // every output stage feeds this; it feeds the speakers and the silence watch
 bus.connect(audio.destination);
@@ -311,7 +318,7 @@ function resume() {
 async function speak() {
   resume();
   const text = document.getElementById("text").value.trim();
-  if (text) await fetch("/say", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }) });
+  if (text) await post("/say", { text });
 }
 
 function interrupt(e) {
@@ -327,7 +334,7 @@ function interrupt(e) {
   if (silenceWatch) silenceWatch.port.postMessage({ armedAt: t });
   setTimeout(() => { if (interruptClick === clicked) onSilent(null); }, 500); // no watch: flush anyway
   metrics.interruptMs = performance.now() - clicked;
-  fetch("/barge-in", { method: "POST" });
+  post("/barge-in", {});
 }
 
 // The watch reports the last audible sample on the AudioContext clock; getOutputTimestamp maps
@@ -358,8 +365,7 @@ async function loadAdapters() {
 }
 
 document.getElementById("adapter").addEventListener("change", async (e) => {
-  await fetch("/config", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ changes: { "tts.adapter": e.target.value } }) });
+  await post("/config", { changes: { "tts.adapter": e.target.value } });
 });
 document.getElementById("speak").addEventListener("click", speak);
 document.getElementById("interrupt").addEventListener("click", interrupt);

@@ -19,6 +19,7 @@ import pytest
 from clients.analysis import credit_audit
 from clients.session import Session
 from clients.ports import write_private_config
+from protocol.control_endpoint import read_token
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -35,8 +36,11 @@ def live(tmp_path_factory):
     session.stop()
 
 
-def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def post(url: str, body: dict, session: Session) -> dict:
+    """A POST as the page makes it: JSON, with the control token the page carries."""
+    token = read_token(session.endpoints["control"])
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "X-Personas-Token": token})
     with urllib.request.urlopen(req, timeout=10) as reply:
         return json.loads(reply.read())
 
@@ -137,7 +141,7 @@ def test_audio_wav_is_one_header_then_growing_pcm(live):
     while len(received) < 44 and time.monotonic() < deadline:  # the gateway sends the RIFF header at once
         time.sleep(0.05)
     sizes = [len(received)]
-    post(base + "/say", {"text": "This sentence reaches you as a growing WAV stream."})
+    post(base + "/say", {"text": "This sentence reaches you as a growing WAV stream."}, session)
     for _ in range(6):
         time.sleep(1.0)
         sizes.append(len(received))

@@ -10,6 +10,7 @@ import pytest
 
 from actors.dsp import BARGE_FADE_MS, fade_out
 from actors.driver import Driver
+from actors.engine_pool import ERROR_RETRY_S
 from actors.parser import Parser
 from actors.player import Player
 from actors.stitcher import Stitcher
@@ -318,5 +319,27 @@ def test_tts_refuses_chunks_beyond_the_granted_window_and_a_failing_engine_is_re
             sent = ctx.of_type("stitcher", AudioChunk)[-1]  # nothing to fall back to: silence, and the stream moves on
             assert sent.sequence_id == 10 and sent.n_samples == 0 and sent.epoch == 1
             assert ctx.events_of("synth", "ok")[-1]["data"]["samples"] == 0
+        finally:
+            tts.pool.close()
+
+
+def test_a_failing_chunk_falls_back_for_that_chunk_only_and_the_primary_is_tried_again(tmp_path):
+    config = load_config(write_private_config(tmp_path / "c.toml", {"tts": {"adapters": ["espeak", "piper"],
+                                                                             "adapter": "espeak", "fallback": "piper"}}))
+    with context("tts", config) as ctx:
+        tts = Tts(ctx)
+        try:
+            ctx.deliver(tts, Credit(link="tts->stitcher", epoch=0, amount=60_000, unit="ms"))
+            ctx.deliver(tts, text_chunk(0, "The first engine speaks this."))
+            assert step_until(tts, lambda: len(ctx.of_type("stitcher", AudioChunk)) >= 1)
+            ctx.on_system(tts, ConfigUpdate(version=1, changes={"fault.adapter": "espeak", "fault.kind": "error_once"}))
+            ctx.deliver(tts, text_chunk(1, "This one fails on the first engine."))
+            assert step_until(tts, lambda: len(ctx.of_type("stitcher", AudioChunk)) >= 2)
+            time.sleep(ERROR_RETRY_S * 1.5)  # the failed engine's back-off
+            ctx.deliver(tts, text_chunk(2, "This one is spoken by it again.", final=True))
+            assert step_until(tts, lambda: len(ctx.of_type("stitcher", AudioChunk)) >= 3)
+            assert [c.adapter for c in ctx.of_type("stitcher", AudioChunk)] == ["espeak", "piper", "espeak"]
+            reasons = [e["data"]["reason"] for e in ctx.events_of("swap")]
+            assert reasons == ["error", "recovered"]  # the reason is what happened, never "stall"
         finally:
             tts.pool.close()

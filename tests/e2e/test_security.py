@@ -1,0 +1,106 @@
+"""Nobody let in: the control token for every state-changing command, and the web API's
+checks (Host, Origin, token, JSON only, 4xx for bad requests), each refusal shown with a real
+second client that lacks what it takes."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import stat
+
+import pytest
+
+from clients.ports import write_private_config
+from clients.session import Session
+from protocol.control_endpoint import ControlClient, read_token, token_path
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("security")
+    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}})
+    session = Session(str(config), log=tmp / "s.log")
+    session.start()
+    try:
+        yield session
+    finally:
+        session.stop()
+    assert not token_path(session.endpoints["control"]).exists()  # `down` removes it
+
+
+def request(session: Session, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    web = session.config["web"]
+    conn = http.client.HTTPConnection(web["host"], web["port"], timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def good_headers(session: Session) -> dict:
+    return {"Content-Type": "application/json", "X-Personas-Token": read_token(session.endpoints["control"])}
+
+
+def test_the_token_file_is_private_and_changes_need_it(live):
+    endpoint = live.endpoints["control"]
+    path = token_path(endpoint)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(read_token(endpoint)) >= 32
+    start = len(live.timeline.events)
+    for token in ("", "not-the-token"):
+        stranger = ControlClient(endpoint, token=token)
+        assert stranger.call("status")["ok"]  # reading is open
+        for cmd, args in (("barge_in", {}), ("config_set", {"changes": {"fault.kind": "stall"}}), ("down", {})):
+            reply = stranger.call(cmd, **args)
+            assert reply["ok"] is False and "unauthorized" in reply["error"], (cmd, reply)
+    refused = live.timeline.wait_for(lambda e: e["stage"] == "control_refused", 5, start)
+    assert refused is not None and refused["data"]["why"] == "no control token"
+    status = ControlClient(endpoint).call("status")
+    assert status["supervisor"]["state"] == "running" and status["supervisor"]["epoch"] == 0
+    assert ControlClient(endpoint).call("config_get", key="fault.kind")["value"] == "none"
+    # The owner's client reads the file: the same call passes.
+    assert ControlClient(endpoint).call("config_set", changes={"fault.kind": "none"})["ok"]
+    assert read_token(endpoint) not in json.dumps(live.timeline.events)  # never on the timeline
+
+
+def test_the_web_refuses_foreign_hosts_origins_and_token_less_writes(live):
+    web = live.config["web"]
+    own = f"http://{web['host']}:{web['port']}"
+    status, page = request(live, "GET", "/")
+    assert status == 200 and read_token(live.endpoints["control"]).encode() in page  # the page carries it
+    # DNS rebinding: the right address under another name reads nothing, not even the page.
+    for path in ("/", "/config", "/ws"):
+        assert request(live, "GET", path, headers={"Host": f"attacker.example:{web['port']}"})[0] == 421
+    say = json.dumps({"text": "Hello."}).encode()
+    headers = good_headers(live)
+    assert request(live, "POST", "/say", say, {**headers, "Origin": "http://attacker.example"})[0] == 403
+    assert request(live, "GET", "/config", headers={"Origin": "http://attacker.example"})[0] == 403
+    assert request(live, "POST", "/barge-in", b"{}", {"Content-Type": "application/json"})[0] == 401
+    assert request(live, "POST", "/config", json.dumps({"changes": {"tts.fallback": ""}}).encode(),
+                   {**headers, "X-Personas-Token": "guess"})[0] == 401
+    assert request(live, "POST", "/say", b"text=hi", {**headers, "Content-Type": "text/plain"})[0] == 415
+    assert request(live, "POST", "/say", say, {**headers, "Origin": own})[0] == 200  # the page's own origin
+    assert ControlClient(live.endpoints["control"]).call("config_get", key="tts.fallback")["value"] == "espeak"
+
+
+def test_bad_bodies_get_a_4xx_with_a_reason_never_a_500(live):
+    headers = good_headers(live)
+    rng = random.Random(7)
+    shapes = [b"", b"{", b"[]", b"null", b"\"text\"", b"{\"text\": 5}", b"{\"changes\": []}", b"{\"changes\": {\"x\": 1}}",
+              b"\xff\xfe", b"{\"text\": \"" + b"a" * 20000 + b"\"}", b"{\"changes\": {\"media.fps\": 0}}"]
+    shapes += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))) for _ in range(60)]
+    seen = set()
+    for body in shapes:
+        for path in ("/say", "/config", "/barge-in"):
+            status, reply = request(live, "POST", path, body, headers)
+            seen.add(status)
+            assert status < 500, (path, body[:40], status, reply[:200])
+            if status >= 400:
+                assert reply.strip(), (path, body[:40])  # a reason, not an empty refusal
+    assert 400 in seen
+    assert live.control.call("status")["supervisor"]["state"] == "running"
