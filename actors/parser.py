@@ -48,8 +48,7 @@ class Parser:
         self.ctx = ctx
         cfg = ctx.config["parser"]
         self.max_buffered = int(cfg["max_buffered_chunks"])
-        self.ingress = ctx.socket(zmq.PULL, max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
-        self.ingress.bind(ctx.endpoints["ingress"])
+        self.ingress = ctx.public_socket(zmq.PULL, "ingress", max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
         self.stream = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
         self.tts_credit = CreditLedger(NAME, "tts")
         self.outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it

@@ -50,8 +50,7 @@ class Player:
         self.window, self.jitter_min = int(flow["player_window_frames"]), int(flow["jitter_min_frames"])
         self.overlay = Overlay(self.width, self.height, cfg["overlay_text"], cfg["overlay_logo"])
         self.recorder = self.open_recording(cfg["record"]) if cfg["record"] else None
-        self.av_out = ctx.socket(zmq.PUB, hwm=2 * self.fps)
-        self.av_out.bind(ctx.endpoints["av_out"])
+        self.av_out = ctx.public_socket(zmq.PUB, "av_out", hwm=2 * self.fps)
         self.frame_s = 1.0 / self.fps
         self.buffer: deque[AVPacket] = deque()  # bounded by the window granted to the driver
         self.playing = False
@@ -63,8 +62,8 @@ class Player:
         self.shown_frame = -1  # the last frame presented
         self.heard_through = -1  # the last chunk told to the parser as heard, this epoch
         self.last_speech: AVPacket | None = None  # the newest speech packet received (where speech stands)
-        self.counts = {"presented": 0, "underflows": 0, "idle_starved": 0, "flushed": 0, "late_slips": 0,
-                       "skipped_fill": 0}
+        self.counts = {"presented": 0, "speech_presented": 0, "underflows": 0, "idle_starved": 0, "flushed": 0,
+                       "late_slips": 0, "skipped_fill": 0}
 
     def open_recording(self, record: str) -> Mp4Recorder:
         """Each player process records its own part (a replacement never overwrites what its
@@ -202,6 +201,7 @@ class Player:
             self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True, position=self.shown_frame)
             self.tell_heard(packet)
         self.counts["presented"] += 1
+        self.counts["speech_presented"] += kind == "speech"  # what the supervisor's progress check watches
         self.report(packet, kind, pcm, faded, now, due, handed_off)
 
     def tell_heard(self, packet: AVPacket) -> None:

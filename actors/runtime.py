@@ -38,13 +38,16 @@ from protocol import (BargeIn, ConfigUpdate, Credit, Describe, EpochAck, Heartbe
 from protocol.config import from_env
 from protocol.envelope import brief
 from protocol.flow import refund_of
-from protocol.names import CREDIT_LINKS, LINK_MESSAGES, credit_unit, link_name
+from protocol.names import CREDIT_LINKS, EPOCH_CARRIERS, LINK_MESSAGES, credit_unit, link_name
+from protocol.security import CurveServer, curve_dir
 from protocol.transport import make_socket, recv, send
 
 from .recovery import RecoveryRole
 
 #: Hard bound on messages drained from one socket per loop turn, so no socket starves the others.
 DRAIN_LIMIT = 256
+#: Log lines per error code and second; the timeline still gets every refusal.
+LOG_BURST = 5
 #: How long an actor waits at start for the timeline proxy's subscription.
 SUBSCRIPTION_WAIT_MS = 5000
 #: How long READY may wait for room on the health channel (it must not be lost).
@@ -153,6 +156,8 @@ class ActorContext(ABC):
         self._granted_while_rejoining = False
         self._grant_tokens: dict[str, int] = {}  # producer -> the token of our current grant to it
         self.refused: list[dict] = []  # headers of data messages refused this turn (their credit goes back)
+        self._log_budget: dict[str, tuple[float, int, int]] = {}  # error code -> (second, logged, skipped)
+        self.curve: CurveServer | None = None  # created with the first public socket, if CURVE is on
         self.recovery = RecoveryRole(self)
 
     # -- what a subclass provides ----------------------------------------------------------------
@@ -185,6 +190,17 @@ class ActorContext(ABC):
     def heartbeat(self, stats: dict) -> None:
         """Called every loop turn: report liveness and ``stats`` when a beat is due."""
 
+    def public_socket(self, kind: int, endpoint_name: str, **kwargs: Any) -> zmq.Socket:
+        """A socket bound on a public endpoint: a CURVE server when ``security.curve_dir`` is
+        set (one ZAP handler per process; its refusals go on the timeline with the beats)."""
+        sock = self.socket(kind, **kwargs)
+        if curve_dir(self.config) is not None:
+            if self.curve is None:
+                self.curve = CurveServer(self.zmq, self.config)
+            self.curve.secure(sock)
+        sock.bind(self.endpoints[endpoint_name])
+        return sock
+
     def ready(self, info: dict) -> None:
         """Announce READY with the actor's descriptor."""
         self.info = info
@@ -208,8 +224,12 @@ class ActorContext(ABC):
     def refund(self, actor: Any, header: dict) -> None:
         """Give back what a refused data message spent, if it spent our current grant (a
         forged or stale one never adds credit). The actor may do it itself (``refund``)."""
-        producer = LINK_MESSAGES.get(header.get("type"))
-        if producer is None or header.get("credit_of") != self._grant_tokens.get(producer):
+        kind = header.get("type")
+        producer = LINK_MESSAGES.get(kind) if isinstance(kind, str) else None
+        if producer is None or link_name(producer, self.name) not in CREDIT_LINKS:
+            return  # not data of a link into this actor: it spent nobody's credit here
+        token = self._grant_tokens.get(producer)
+        if token is None or header.get("credit_of") != token:
             return
         amount = refund_of(header)
         if amount <= 0:
@@ -237,10 +257,19 @@ class ActorContext(ABC):
             self.running = False
 
     def deliver(self, actor: Any, msg: Message) -> None:
-        """A newer epoch is adopted first; data of an older epoch is dropped (credit of an
-        older epoch silently: it is already void); the rest goes to ``actor.on_<type>``."""
+        """A newer epoch is adopted first (from the media path's messages only: data and
+        credit can overtake the barge-in broadcast, nothing else may start an epoch); data of
+        an older epoch is dropped (credit of an older epoch silently: it is already void); the
+        rest goes to ``actor.on_<type>``."""
+        handler = getattr(actor, f"on_{msg.TYPE}", None)
+        if handler is None:  # before anything else: a message we do not take changes nothing
+            self.error("receive", "unexpected_type", f"{self.name} does not take {msg.TYPE} messages")
+            return
         epoch = getattr(msg, "epoch", None)
         if epoch is not None and epoch > self.epoch:
+            if msg.TYPE not in EPOCH_CARRIERS:  # only the media path may be ahead of the broadcast
+                self.error("receive", "future_epoch", f"{msg.TYPE} of epoch {epoch}, ours is {self.epoch}")
+                return
             actor.on_epoch(epoch, f"{msg.TYPE} from newer epoch", now_ns())
         if epoch is not None and epoch < self.epoch:
             if not isinstance(msg, Credit):
@@ -249,10 +278,6 @@ class ActorContext(ABC):
             return
         producer = LINK_MESSAGES.get(msg.TYPE)
         if producer is not None and not self.spent_our_grant(msg, producer):
-            return
-        handler = getattr(actor, f"on_{msg.TYPE}", None)
-        if handler is None:
-            self.error("receive", "unexpected_type", f"{self.name} does not take {msg.TYPE} messages")
             return
         try:
             handler(msg)
@@ -351,7 +376,21 @@ class ActorContext(ABC):
         ))
 
     def error(self, stage: str, code: str, detail: str, *, surface: str = "", **ids: Any) -> None:
-        self.log.warning("%s: %s: %s", stage, code, detail)
+        """A refusal: on the timeline always; in the log too, at most LOG_BURST lines per
+        code and second (a flood of garbage must not become a flood of disk writes), with
+        the count of the ones left out."""
+        now = time.monotonic()
+        second, logged, skipped = self._log_budget.get(code, (0.0, 0, 0))
+        if now - second >= 1.0:
+            if skipped:
+                self.log.warning("%s: %d more like it in the last second (not logged)", code, skipped)
+            second, logged, skipped = now, 0, 0
+        if logged < LOG_BURST:
+            self.log.warning("%s: %s: %s", stage, code, detail[:500])
+            logged += 1
+        else:
+            skipped += 1
+        self._log_budget[code] = (second, logged, skipped)
         self.emit(stage, "error", surface=surface, data={"code": code, "detail": detail[:500]}, **ids)
 
 
@@ -525,6 +564,11 @@ class ProcessContext(ActorContext):
                 self.timeline.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
+        if self.curve is not None:
+            for refusal in self.curve.drain():
+                self.error("auth", "refused", f"a peer without an allowed CURVE key ({refusal['address']})",
+                           surface="zmq")
+            stats = {**stats, "auth_refused": self.curve.refusals}
         stats = {**stats, "config_version": self.config_version, "dropped_stale": self.dropped_stale,
                  **({"dropped_rejoining": self.dropped_rejoining} if self.dropped_rejoining else {})}
         try:
@@ -543,6 +587,8 @@ class ProcessContext(ActorContext):
         for sock in [self.inbox, self.system, self.timeline, self.health, *self.peers.values(),
                      *([self.ledger] if self.ledger is not None else [])]:
             sock.close()
+        if self.curve is not None:
+            self.curve.close()
         self.zmq.term()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

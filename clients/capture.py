@@ -9,6 +9,7 @@ import numpy as np
 import zmq
 
 from protocol import AVPacket, decode
+from protocol.security import secure_client
 from protocol.transport import make_socket
 
 
@@ -17,14 +18,14 @@ class AVCollector:
     With ``idle_pixels=False`` idle/fill frames keep their audio but drop their pixels, so a
     long session stays modest in memory."""
 
-    def __init__(self, endpoint: str, idle_pixels: bool = True):
+    def __init__(self, endpoint: str, idle_pixels: bool = True, curve: dict | None = None):
         self.packets: list[AVPacket] = []
         self.arrivals: list[float] = []  # time.monotonic() at which each packet arrived
         self._idle_pixels = idle_pixels
         self._stop = threading.Event()
         self._arrived = threading.Condition()
         self._ctx = zmq.Context()
-        self._sock = make_socket(self._ctx, zmq.SUB, hwm=1_000_000, linger_ms=0)
+        self._sock = secure_client(make_socket(self._ctx, zmq.SUB, hwm=1_000_000, linger_ms=0), curve)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._sock.connect(endpoint)

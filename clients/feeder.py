@@ -9,6 +9,7 @@ import msgpack
 import zmq
 
 from protocol import tokenize_like_llm
+from protocol.security import secure_client
 from protocol.transport import make_socket
 
 __all__ = ["Feeder", "tokenize_like_llm"]
@@ -17,9 +18,9 @@ __all__ = ["Feeder", "tokenize_like_llm"]
 class Feeder:
     """PUSH tokens to the parser's ingress. Blocks when the pipeline applies backpressure."""
 
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None):
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, curve: dict | None = None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = make_socket(self.ctx, zmq.PUSH, hwm=1000, linger_ms=5000)
+        self.sock = secure_client(make_socket(self.ctx, zmq.PUSH, hwm=1000, linger_ms=5000), curve)
         self.sock.connect(endpoint)
 
     def token(self, text: str) -> None:

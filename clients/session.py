@@ -13,6 +13,7 @@ from pathlib import Path
 from protocol import tokenize_like_llm
 from protocol.config import load_config
 from protocol.control_endpoint import ControlClient
+from protocol.security import client_keys
 
 from .feeder import Feeder
 from .timeline import TimelineRecorder
@@ -35,7 +36,8 @@ class Session:
         self.env = env  # extra environment for the supervisor (and so for every actor)
         self.proc: subprocess.Popen | None = None
         self.timeline: TimelineRecorder | None = None
-        self.control = ControlClient(self.config["endpoints"]["control"])
+        self.curve = client_keys(self.config)  # None unless security.curve_dir is set
+        self.control = ControlClient(self.config["endpoints"]["control"], curve=self.curve)
         self._feeder: Feeder | None = None
         self._log_file = None
         self._stopped = False
@@ -45,7 +47,7 @@ class Session:
         return self.config["endpoints"]
 
     def start(self, ready_timeout: float = 180.0) -> "Session":
-        if ControlClient(self.endpoints["control"], timeout_ms=300).call("ping") is not None:
+        if ControlClient(self.endpoints["control"], timeout_ms=300, curve=self.curve).call("ping") is not None:
             raise SessionError(f"a supervisor is already running at {self.endpoints['control']}; "
                                "stop it (`personas-supervisor down`) or use other endpoints")
         cmd = [sys.executable, "-m", "supervisor", "up"]
@@ -56,7 +58,7 @@ class Session:
         if self.record:
             Path(self.record).parent.mkdir(parents=True, exist_ok=True)
             cmd += ["--record", str(self.record)]
-        self.timeline = TimelineRecorder(self.endpoints["timeline"], self.timeline_jsonl)
+        self.timeline = TimelineRecorder(self.endpoints["timeline"], self.timeline_jsonl, curve=self.curve)
         if self.log_path:
             Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
@@ -67,7 +69,7 @@ class Session:
             if self.proc.poll() is not None:
                 raise SessionError(f"supervisor exited with code {self.proc.returncode} during start-up"
                                    + (f" (log: {self.log_path})" if self.log_path else ""))
-            reply = ControlClient(self.endpoints["control"], timeout_ms=500).call("status")
+            reply = ControlClient(self.endpoints["control"], timeout_ms=500, curve=self.curve).call("status")
             if reply and reply["supervisor"]["state"] == "running":
                 self.timeline.wait_connected(5)
                 return self
@@ -78,7 +80,7 @@ class Session:
     @property
     def feeder(self) -> Feeder:
         if self._feeder is None:
-            self._feeder = Feeder(self.endpoints["ingress"])
+            self._feeder = Feeder(self.endpoints["ingress"], curve=self.curve)
         return self._feeder
 
     def say(self, text: str, rate: float = 0.0, seed: int = 0) -> int:
@@ -89,7 +91,7 @@ class Session:
         """Feed like a live LLM while the caller watches the timeline; returns the thread."""
         import threading
 
-        feeder = Feeder(self.endpoints["ingress"])
+        feeder = Feeder(self.endpoints["ingress"], curve=self.curve)
         tokens = tokenize_like_llm(text, seed)
 
         def run() -> None:

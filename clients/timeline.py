@@ -10,6 +10,7 @@ from pathlib import Path
 import zmq
 
 from protocol import ProtocolError, TimelineEvent, decode
+from protocol.security import secure_client
 from protocol.transport import make_socket
 
 class TimelineRecorder:
@@ -18,8 +19,9 @@ class TimelineRecorder:
     With ``keep=True`` every event stays in ``events``; with ``keep=False`` only the ones
     not yet taken by :meth:`drain` do (a long-running watcher stays small)."""
 
-    def __init__(self, endpoint: str, jsonl: str | Path | None = None, keep: bool = True):
+    def __init__(self, endpoint: str, jsonl: str | Path | None = None, keep: bool = True, curve: dict | None = None):
         self.endpoint = endpoint
+        self.curve = curve
         self.events: list[dict] = []
         self.keep = keep
         self.errors = 0
@@ -33,7 +35,7 @@ class TimelineRecorder:
 
     def _run(self) -> None:
         ctx = zmq.Context()
-        sock = make_socket(ctx, zmq.SUB, hwm=1_000_000, linger_ms=0)
+        sock = secure_client(make_socket(ctx, zmq.SUB, hwm=1_000_000, linger_ms=0), self.curve)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.endpoint)
         try:

@@ -48,6 +48,7 @@ from actors.runtime import ActorContext
 from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
 from protocol.control_endpoint import TOKEN_ENV, AsyncControlClient
 from protocol.names import GATEWAY
+from protocol.security import client_keys, secure_client
 from protocol.transport import make_socket
 
 NAME = GATEWAY
@@ -115,6 +116,7 @@ class Gateway:
         self.wav_listeners: set[asyncio.Queue] = set()
         self.counts = {"packets": 0, "clients": 0, "dropped_video": 0, "disconnected_slow": 0, "wav_listeners": 0}
         self.token = os.environ.get(TOKEN_ENV, "")
+        self.curve = client_keys(ctx.config)  # the public endpoints it connects to may be CURVE servers
         self.hosts = allowed_hosts(self.cfg["host"], int(self.cfg["port"]), self.cfg["allowed_hosts"])
         self.page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}  # read once
         self.page["index.html"] = self.page["index.html"].replace(
@@ -126,8 +128,8 @@ class Gateway:
 
     def run(self) -> None:
         self.zctx = zmq.asyncio.Context()
-        self.control = AsyncControlClient(self.zctx, self.endpoints["control"], token=self.token)
-        self.ingress = make_socket(self.zctx, zmq.PUSH, hwm=10_000, linger_ms=0)
+        self.control = AsyncControlClient(self.zctx, self.endpoints["control"], token=self.token, curve=self.curve)
+        self.ingress = secure_client(make_socket(self.zctx, zmq.PUSH, hwm=10_000, linger_ms=0), self.curve)
         self.ingress.connect(self.endpoints["ingress"])
         try:
             asyncio.run(self.serve())
@@ -163,7 +165,7 @@ class Gateway:
 
     # -- from the pipeline to the clients -------------------------------------------------------
     async def pump_av(self) -> None:
-        sub = make_socket(self.zctx, zmq.SUB, hwm=4 * 25, linger_ms=0)
+        sub = secure_client(make_socket(self.zctx, zmq.SUB, hwm=4 * 25, linger_ms=0), self.curve)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.endpoints["av_out"])
         while True:
@@ -177,7 +179,7 @@ class Gateway:
                 self.fan_out(msg)
 
     async def pump_timeline(self) -> None:
-        sub = make_socket(self.zctx, zmq.SUB, hwm=10_000, linger_ms=0)
+        sub = secure_client(make_socket(self.zctx, zmq.SUB, hwm=10_000, linger_ms=0), self.curve)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.endpoints["timeline"])
         while True:

@@ -75,7 +75,7 @@ RANGES = {
     "web.client_drop_frames": (1, 10_000), "web.say_rate": (0.1, 100_000),
     "supervisor.heartbeat_s": (0.05, 60), "supervisor.liveness": (1, 100), "supervisor.max_restarts": (0, 10_000),
     "supervisor.restart_window_s": (1, 86400), "supervisor.ready_timeout_s": (1, 3600),
-    "supervisor.stop_timeout_s": (0.1, 600), "supervisor.linger_ms": (0, 60_000),
+    "supervisor.stop_timeout_s": (0.1, 600), "supervisor.linger_ms": (0, 60_000), "supervisor.stuck_after_s": (1, 3600),
 }
 #: Keys that must hold in relation to each other: (smaller, larger) - the first below the second.
 ORDERED = (("controller.comfort_low_ms", "controller.comfort_high_ms"),
@@ -153,6 +153,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     for item in overrides:
         apply_override(config, item)
     check_relations(config)
+    from .security import SecurityError, check_binds
+
+    try:
+        check_binds(config)
+    except SecurityError as exc:
+        raise ConfigError(str(exc)) from None
     return config
 
 

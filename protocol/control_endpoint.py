@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 
 from .envelope import ProtocolError, unpack_header
+from .security import secure_client
 from .transport import make_socket
 
 #: The longest the supervisor takes to answer a command, a check it runs off its loop (a
@@ -83,10 +84,12 @@ def decode(raw: bytes) -> dict:
 class ControlClient:
     """Blocking client: ``call()`` returns the reply map, or None when nobody answered."""
 
-    def __init__(self, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS, token: str | None = None):
+    def __init__(self, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS, token: str | None = None,
+                 curve: dict | None = None):
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self.token = token  # None: read the token file at each call (a supervisor may start later)
+        self.curve = curve  # client keys when the endpoint is a CURVE server (protocol.security)
         self.ctx = zmq.Context.instance()
 
     def call(self, cmd: str, **args) -> dict | None:
@@ -94,6 +97,7 @@ class ControlClient:
         try:
             sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
             sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+            secure_client(sock, self.curve)
             sock.connect(self.endpoint)
             token = self.token if self.token is not None else read_token(self.endpoint)
             sock.send(encode_request(cmd, **args, **({"token": token} if cmd in WRITE_COMMANDS and token else {})))
@@ -108,16 +112,18 @@ class AsyncControlClient:
     """asyncio client for code that runs on an event loop (the web gateway). Calls are
     serialised: one request in flight at a time."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS, token: str = ""):
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int = CLIENT_TIMEOUT_MS, token: str = "",
+                 curve: dict | None = None):
         import asyncio
 
-        self.ctx, self.endpoint, self.timeout_ms, self.token = ctx, endpoint, timeout_ms, token
+        self.ctx, self.endpoint, self.timeout_ms, self.token, self.curve = ctx, endpoint, timeout_ms, token, curve
         self._lock = asyncio.Lock()
 
     async def call(self, cmd: str, **args) -> dict | None:
         async with self._lock:
             sock = make_socket(self.ctx, zmq.REQ, linger_ms=0)
             try:
+                secure_client(sock, self.curve)
                 sock.connect(self.endpoint)
                 await sock.send(encode_request(cmd, **args, **({"token": self.token} if cmd in WRITE_COMMANDS else {})))
                 if not await sock.poll(self.timeout_ms):

@@ -104,6 +104,11 @@ def known_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def field_names(type_name: str) -> list[str]:
+    """The header fields of a registered message type (what a sender may set)."""
+    return sorted(f for f in _REGISTRY[type_name].__dataclass_fields__ if f != "TYPE")
+
+
 def pack_header(header: dict) -> bytes:
     return msgpack.packb(header, use_bin_type=True)
 

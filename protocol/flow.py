@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 
 from .envelope import Message, ProtocolError, brief, register
+from .names import CREDIT_LINKS
 
-CREDIT_UNITS = ("chunks", "ms", "frames")
 
 
 def audio_cost_ms(n_samples: int, sample_rate: int) -> int:
@@ -52,8 +52,10 @@ class Credit(Message):
     recovery_id: int = 0
 
     def validate(self) -> None:
-        if self.unit not in CREDIT_UNITS:
-            raise ProtocolError("malformed", f"credit unit {brief(self.unit)}")
+        if self.link not in CREDIT_LINKS:
+            raise ProtocolError("malformed", f"credit for unknown link {brief(self.link)}")
+        if self.unit != CREDIT_LINKS[self.link][0]:
+            raise ProtocolError("malformed", f"credit unit {brief(self.unit)} on {self.link} (it counts {CREDIT_LINKS[self.link][0]})")
         if self.amount < 0:
             raise ProtocolError("malformed", "credit amount must be >= 0")
 

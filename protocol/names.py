@@ -46,6 +46,9 @@ def credit_unit(producer: str, consumer: str) -> str:
 #: The data message (its TYPE) each credit link carries, by the producer that sends it: a
 #: consumer checks that what arrives spent its own, current grant.
 LINK_MESSAGES = {"text_chunk": "parser", "audio_chunk": "tts", "audio_span": "stitcher", "av_packet": "driver"}
+#: The messages that may arrive from an epoch the receiver has not begun (they can overtake
+#: the barge-in broadcast) and so start it: the media path's data, its markers and credit.
+EPOCH_CARRIERS = frozenset({*LINK_MESSAGES, "visual_marker", "credit"})
 
 #: The TTS engines an adapter exists for (config ``tts.adapters``).
 ADAPTER_NAMES = ("piper", "espeak", "wyoming")

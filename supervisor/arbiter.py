@@ -42,11 +42,14 @@ from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, H
                       Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, copy_config, live_changes, to_env
 from protocol.control_endpoint import ANSWER_WITHIN_S, TOKEN_ENV, encode_reply, new_token
+from protocol.envelope import brief
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
+from protocol.security import CurveServer, curve_dir
 from protocol.transport import make_socket, send
 
 from . import commands
 from .ledger import TextLedger
+from .progress import ProgressWatch
 from .recovery import RecoveryCoordinator
 from .spares import SparePool
 
@@ -142,6 +145,7 @@ class Arbiter:
         self.ever_running = False
         self._sampled_at = 0.0
         self.ledger = TextLedger()
+        self.progress = ProgressWatch(float(sup["stuck_after_s"]))
         self.ctx = zmq.Context()
         self._bind()
         # After the bind: a second `up` that cannot bind must not replace the first one's token.
@@ -158,7 +162,9 @@ class Arbiter:
         return make_socket(self.ctx, kind, **kw)
 
     def _bind(self) -> None:
-        self.control = self._socket(zmq.ROUTER)
+        # CURVE on the public sockets this process binds (control, timeline), when configured.
+        self.curve = CurveServer(self.ctx, self.config) if curve_dir(self.config) is not None else None
+        self.control = self._public(self._socket(zmq.ROUTER))
         try:
             self.control.bind(self.endpoints["control"])
         except zmq.ZMQError as exc:
@@ -184,10 +190,13 @@ class Arbiter:
             raise StartupError("timeline proxy did not subscribe")
         self.timeline.recv()
 
+    def _public(self, sock: zmq.Socket) -> zmq.Socket:
+        return self.curve.secure(sock) if self.curve is not None else sock
+
     def _timeline_proxy(self, ready: threading.Event) -> None:
         """XSUB (actors) <-> XPUB (subscribers)."""
         frontend = self._socket(zmq.XSUB, hwm=100_000)
-        backend = self._socket(zmq.XPUB, hwm=100_000)
+        backend = self._public(self._socket(zmq.XPUB, hwm=100_000))
         control_sock = self.ctx.socket(zmq.PAIR)
         try:
             frontend.bind(self.endpoints["timeline_in"])
@@ -303,6 +312,10 @@ class Arbiter:
             send(self.system, ConfigUpdate(version=self.config_version, changes=self._config_changes))
             self._emit("config", "warn", data={"resent_to": lagging, "version": self.config_version})
         self.spares.tick(now, self.recovery.active)
+        self._check_progress(now)
+        for refusal in self.curve.drain() if self.curve is not None else []:
+            LOG.warning("auth: refused a peer without an allowed CURVE key (%s)", refusal["address"])
+            self._emit("auth", "error", data={"code": "refused", **refusal})
         if self.state == "starting" and all(w.state == "ready" for w in self.watchers.values()):
             self.state, self.ever_running, self.spares.enabled = "running", True, True
             LOG.info("all actors ready; ingress %s, timeline %s", self.endpoints["ingress"], self.endpoints["timeline"])
@@ -380,6 +393,8 @@ class Arbiter:
         for sock in (self.control, self.system, self.health, self.ledger_in, self.timeline, self._proxy_control,
                      *([self._to_parser] if self._to_parser is not None else [])):
             sock.close()
+        if self.curve is not None:
+            self.curve.close()
         self.ctx.term()
         self.token_file.unlink(missing_ok=True)
         LOG.info("stopped (%s)", self.stop_reason or "stop")
@@ -481,6 +496,19 @@ class Arbiter:
         if failed:
             self.new_epoch(f"recovery failed: {failed}")
 
+    def _check_progress(self, now: float) -> None:
+        """Text waiting and no speech presented for a while: stuck, though every actor beats
+        (a recovery in progress is given its own time-outs first)."""
+        if self.state != "running" or self.recovery.active:
+            self.progress.progressed_at = now
+            return
+        change = self.progress.check(now, {name: w.stats for name, w in self.watchers.items()})
+        if change is not None:
+            kind, details = change
+            if kind == "stuck":
+                LOG.error("stuck: %s (no speech presented for %.0f s)", details["stuck_at"], details["quiet_s"])
+            self._emit("progress", "error" if kind == "stuck" else "ok", data={"state": kind, **details})
+
     def set_config(self, items: dict) -> dict | commands.Later:
         """Validate and apply live changes, then broadcast them (actors apply at their next
         safe boundary). Raises ConfigError for keys that are not live or bad values. A new
@@ -518,7 +546,11 @@ class Arbiter:
             except zmq.Again:
                 return
             # REQ clients put an empty delimiter frame before the body.
-            reply = commands.handle(self, rest[-1] if rest else b"")
+            try:
+                reply = commands.handle(self, rest[-1] if rest else b"")
+            except Exception as exc:  # handle() answers errors itself; this is the last line of defence
+                LOG.exception("control request failed")
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {brief(exc)}"}
             if isinstance(reply, commands.Pending):
                 self._describe(identity, reply)
             elif isinstance(reply, commands.Later):
@@ -578,6 +610,7 @@ class Arbiter:
                            "uptime_s": round(now - self.started_at, 1), "config": self.config_source,
                            "restart_window_s": self.restart_window_s, "recovery": self.recovery.describe(),
                            "ledger": self.ledger.describe(), "spares": self.spares.describe(),
+                           "progress": self.progress.describe(),
                            "endpoints": {k: self.endpoints[k] for k in ("ingress", "timeline", "control", "av_out")}},
             "actors": {
                 name: {"pid": w.pid, "state": w.state, "cpu_percent": round(w.cpu_percent, 1),

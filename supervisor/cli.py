@@ -10,9 +10,15 @@ import click
 
 from protocol.config import ConfigError, load_config
 from protocol.control_endpoint import ControlClient
+from protocol.security import client_keys
 
 OPTION_CONFIG = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML file over configs/default.toml")
 OPTION_SET = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+
+
+def control_client(config: dict) -> ControlClient:
+    """The control client for ``config``'s supervisor (CURVE keys from security.curve_dir)."""
+    return ControlClient(config["endpoints"]["control"], curve=client_keys(config))
 
 
 def resolve_config(config_path: str | None, overrides: tuple[str, ...]) -> dict:
@@ -72,8 +78,9 @@ def up(config_path, overrides, record, persona_ref) -> None:
 def down(config_path, overrides, timeout) -> None:
     import psutil
 
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    client = ControlClient(endpoint)
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["control"]
+    client = control_client(config)
     status_reply = client.call("status")
     if status_reply is None or client.call("down") is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
@@ -101,8 +108,9 @@ def _running(pid: int) -> bool:
 @OPTION_SET
 @click.option("--json", "as_json", is_flag=True, help="print the raw status map")
 def status(config_path, overrides, as_json) -> None:
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint).call("status")
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["control"]
+    reply = control_client(config).call("status")
     if reply is None:
         click.echo(f"no supervisor running at {endpoint}", err=True)
         sys.exit(2)
@@ -111,13 +119,19 @@ def status(config_path, overrides, as_json) -> None:
     else:
         click.echo(format_status(reply))
     ready = reply["supervisor"]["state"] == "running" and all(a["state"] == "ready" for a in reply["actors"].values())
+    progress = reply["supervisor"].get("progress", {})
+    if ready and progress.get("state") == "stuck":  # every actor beats, and still nothing is said
+        click.echo(f"STUCK: {progress['stuck_at']} (text waiting: {progress['waiting']}; no speech presented for "
+                   f"{progress['quiet_s']} s)", err=True)
+        sys.exit(3)
     sys.exit(0 if ready else 1)
 
 
 def format_status(reply: dict) -> str:
     sup = reply["supervisor"]
     lines = [f"supervisor pid {sup['pid']}  {sup['state']}  epoch {sup['epoch']}  up {sup['uptime_s']:.0f}s  "
-             f"ingress {sup['endpoints']['ingress']}  timeline {sup['endpoints']['timeline']}",
+             f"ingress {sup['endpoints']['ingress']}  timeline {sup['endpoints']['timeline']}  "
+             f"progress {sup.get('progress', {}).get('state', '?')}",
              f"{'actor':<9}{'pid':>8}  {'state':<9}{'cpu%':>6}{'rss MB':>8}{'restarts':>10}  queues / credit"]
     for name, a in reply["actors"].items():
         stats = a.get("stats") or {}
@@ -132,8 +146,9 @@ def format_status(reply: dict) -> str:
 @OPTION_CONFIG
 @OPTION_SET
 def actors(config_path, overrides) -> None:
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint).call("actors")
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["control"]
+    reply = control_client(config).call("actors")
     if reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     click.echo(json.dumps(reply["actors"], indent=2))
@@ -143,8 +158,9 @@ def actors(config_path, overrides) -> None:
 @OPTION_CONFIG
 @OPTION_SET
 def barge_in(config_path, overrides) -> None:
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint).call("barge_in", reason="cli")
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["control"]
+    reply = control_client(config).call("barge_in", reason="cli")
     if reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     click.echo(f"epoch {reply['epoch']}")
@@ -194,8 +210,9 @@ def adapters(config_path, overrides) -> None:
 
 
 def _call(config_path, overrides, cmd: str, **args) -> dict:
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["control"]
-    reply = ControlClient(endpoint).call(cmd, **args)
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["control"]
+    reply = control_client(config).call(cmd, **args)
     if reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     if not reply.get("ok"):

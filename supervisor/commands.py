@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 from protocol.config import LIVE_KEYS, get_key
 from protocol.control_endpoint import WRITE_COMMANDS, decode
-from protocol.envelope import ProtocolError
+from protocol.envelope import ProtocolError, brief
 
 
 @dataclass
@@ -120,9 +120,9 @@ def handle(supervisor: Supervised, body: bytes) -> Reply:
         request = decode(body)
     except ProtocolError as exc:
         return {"ok": False, "error": str(exc)}
-    name = request.get("cmd")
-    if name not in COMMANDS:
-        return {"ok": False, "error": f"unknown command {name!r}", "commands": sorted(COMMANDS)}
+    name = request.get("cmd") if isinstance(request, dict) else None
+    if not isinstance(name, str) or name not in COMMANDS:
+        return {"ok": False, "error": f"unknown command {brief(name)}", "commands": sorted(COMMANDS)}
     if name in WRITE_COMMANDS and not hmac.compare_digest(str(request.get("token", "")).encode(), supervisor.token.encode()):
         why = "a wrong control token" if request.get("token") else "no control token"
         supervisor.refused(name, why)

@@ -13,6 +13,7 @@ from clients.analysis import ttff_by_chunk
 from clients.feeder import Feeder
 from clients.timeline import TimelineRecorder
 from protocol import tokenize_like_llm
+from protocol.security import client_keys
 
 from . import cli as supervisor_cli
 from . import persona_cli
@@ -36,7 +37,8 @@ def feed(text, path, rate, seed, no_end, config_path, overrides) -> None:
     if (text is None) == (path is None):
         raise click.UsageError("give TEXT or --file, not both")
     body = Path(path).read_text(encoding="utf-8") if path else text
-    feeder = Feeder(resolve_config(config_path, overrides)["endpoints"]["ingress"])
+    config = resolve_config(config_path, overrides)
+    feeder = Feeder(config["endpoints"]["ingress"], curve=client_keys(config))
     count = feeder.feed(tokenize_like_llm(body, seed), rate=rate, end=not no_end)
     feeder.close()
     click.echo(f"sent {count} tokens" + ("" if no_end else " + end"))
@@ -57,11 +59,12 @@ def timeline(jsonl, raw, lines, actor, stage, quiet, config_path, overrides) -> 
 
     from clients.views import LiveView
 
-    endpoint = resolve_config(config_path, overrides)["endpoints"]["timeline"]
+    config = resolve_config(config_path, overrides)
+    endpoint = config["endpoints"]["timeline"]
     stop = threading.Event()  # Ctrl-C or SIGTERM: finish the turn, flush the JSONL, exit 0
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    recorder = TimelineRecorder(endpoint, jsonl, keep=False)
+    recorder = TimelineRecorder(endpoint, jsonl, keep=False, curve=client_keys(config))
     live = None if (raw or lines or quiet or not sys.stdout.isatty()) else LiveView()
     origin = None
     try:
@@ -161,6 +164,25 @@ main.add_command(persona_cli.persona)
 main.add_command(persona_cli.registry)
 
 
+@main.group(help="CURVE keys for endpoints bound beyond loopback.")
+def keys() -> None:
+    pass
+
+
+@keys.command("gen", help="Write a server key pair, a client key pair and allowed/ (the client's public key) "
+                          "into DIR; then set security.curve_dir = DIR. Other clients: copy server.key and give "
+                          "them a key pair whose public half goes into DIR/allowed/.")
+@click.argument("directory", type=click.Path(file_okay=False))
+def keys_gen(directory) -> None:
+    from protocol.security import generate_keys
+
+    if Path(directory).exists() and any(Path(directory).iterdir()):
+        raise click.ClickException(f"{directory} is not empty: keys are never overwritten")
+    made = generate_keys(directory)
+    for name, path in made.items():
+        click.echo(f"{name:<14} {path}")
+
+
 @main.group(help="Behavioural scenes: each writes scenes/_artifacts/<scene>/ and a verdict.")
 def scenes() -> None:
     pass
@@ -202,6 +224,8 @@ BENCHMARKS = {
                 {}, False),
     "faults": ("Each actor killed mid-paragraph: detection, back ready, speech resumed, words lost / doubled; "
                "with and without warm spares.", {}, True),
+    "fuzz": ("Hostile messages on every socket, then valid text: failures, restarts, words lost vs before.",
+             {"messages": 10_000}, True),
 }
 
 

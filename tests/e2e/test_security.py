@@ -9,6 +9,7 @@ import json
 import os
 import random
 import stat
+import time
 
 import pytest
 
@@ -104,3 +105,20 @@ def test_bad_bodies_get_a_4xx_with_a_reason_never_a_500(live):
                 assert reply.strip(), (path, body[:40])  # a reason, not an empty refusal
     assert 400 in seen
     assert live.control.call("status")["supervisor"]["state"] == "running"
+
+
+def test_a_voice_change_to_a_fifo_or_a_foreign_file_is_refused_at_once(live, tmp_path):
+    fifo = tmp_path / "stuck.json"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    errors = []
+    for path in (fifo, secret):
+        started = time.monotonic()
+        reply = live.control.call("config_set", changes={"voice.persona": str(path)})
+        assert reply is not None and time.monotonic() - started < 3.0  # nothing waited on the FIFO
+        assert reply["ok"] is False and "must lie in" in reply["error"], reply
+        errors.append(reply["error"].replace(path.name, "F"))
+    assert errors[0] == errors[1] and "password" not in errors[1]  # nothing about the file leaks
+    assert live.control.call("status")["supervisor"]["state"] == "running"
+    assert all(a["restarts"] == 0 for a in live.control.call("status")["actors"].values())

@@ -1,0 +1,47 @@
+"""Property-based fuzz of every socket a running system reads (ingress, each actor's inbox, the
+web gateway's inbox, control), bounded for `make test`; `personas bench fuzz` runs >= 10,000
+messages per socket. Afterwards: no actor failed or restarted, every refusal was reported, and
+valid text is still spoken whole (so no credit was lost on the way)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.fuzz import run_all
+from clients.ports import write_private_config
+from clients.session import Session
+from protocol.names import ACTOR_NAMES, GATEWAY
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = 300  # per socket: well under a minute for all eight
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}})
+    session = Session(str(config), log=tmp / "s.log")
+    session.start()
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+def test_garbage_on_every_socket_breaks_nothing_and_valid_text_is_still_spoken(live):
+    start = len(live.timeline.events)
+    sent = run_all(live.endpoints, [*ACTOR_NAMES, GATEWAY], EXAMPLES, echo=lambda _line: None)
+    assert all(v["sent"] >= EXAMPLES * 0.9 for v in sent.values()), sent
+    live.barge_in("the fuzz is over")  # drop whatever garbage text was still being spoken
+    done = live.say_and_wait("After all that noise, this sentence is spoken whole.", timeout=60)
+    events = live.timeline.events[start:]
+    assert not [e for e in events if e["stage"] in ("actor_failed", "actor_exit")]
+    status = live.control.call("status")
+    assert all((a["state"], a["restarts"]) == ("ready", 0) for a in status["actors"].values()), status["actors"]
+    assert status["supervisor"]["progress"]["state"] == "ok"
+    # Every actor reported what it refused (a timeline error and a log line, not silence).
+    refused_by = {e["actor"] for e in events if e["result"] == "error"}
+    assert set(ACTOR_NAMES) <= refused_by, refused_by
+    spoken = [e for e in live.timeline.events if e["stage"] == "present" and e["data"].get("kind") == "speech"
+              and e["utterance_id"] == done["utterance_id"] and e["epoch"] == done["epoch"]]
+    assert len(spoken) > 40  # about two seconds of speech: the sentence, not a fragment
