@@ -1,6 +1,7 @@
 """Nobody let in: the control token for every state-changing command, and the web API's
 checks (Host, Origin, token, JSON only, 4xx for bad requests), each refusal shown with a real
-second client that lacks what it takes."""
+second client that lacks what it takes. And the monitoring that says the truth: a stuck
+pipeline is reported stuck, with the link named, though every actor still beats."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import os
 import random
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("security")
-    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}})
+    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}, "supervisor": {"stuck_after_s": 3.0}})
     session = Session(str(config), log=tmp / "s.log")
     session.start()
     try:
@@ -122,3 +125,46 @@ def test_a_voice_change_to_a_fifo_or_a_foreign_file_is_refused_at_once(live, tmp
     assert errors[0] == errors[1] and "password" not in errors[1]  # nothing about the file leaks
     assert live.control.call("status")["supervisor"]["state"] == "running"
     assert all(a["restarts"] == 0 for a in live.control.call("status")["actors"].values())
+
+
+def test_a_stalled_engine_without_fallback_is_reported_stuck_with_its_link_named(live):
+    control = live.control
+    assert control.call("config_set", changes={"tts.fallback": "", "fault.adapter": "piper", "fault.kind": "stall",
+                                               "fault.ms": 15_000})["ok"]
+    start = len(live.timeline.events)
+    try:
+        live.say("This sentence waits for an engine that has stopped answering. So does this one.")
+        stuck = live.timeline.wait_for(lambda e: e["stage"] == "progress" and e["result"] == "error", 20, start)
+        assert stuck is not None, "the progress check never said stuck"
+        assert stuck["data"]["stuck_at"].startswith("tts:") and "piper" in stuck["data"]["stuck_at"], stuck["data"]
+        result = subprocess.run([sys.executable, "-m", "supervisor", "status", "--config", live.config_path],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 3 and "STUCK: tts" in result.stderr, (result.returncode, result.stderr)
+        status = control.call("status")
+        assert all(a["state"] == "ready" for a in status["actors"].values())  # every actor beats
+        moving = live.timeline.wait_for(lambda e: e["stage"] == "progress" and e["result"] == "ok", 30, start)
+        assert moving is not None, "speech resumed when the stall ended, and the check said so"
+    finally:
+        control.call("config_set", changes={"fault.kind": "none", "tts.fallback": "espeak"})
+
+
+def test_killing_the_web_gateway_leaves_the_media_path_alone(live):
+    import signal
+
+    start = len(live.timeline.events)
+    old = live.control.call("status")["actors"]["web"]["pid"]
+    live.say("The page's server goes away while I speak, and I simply keep speaking to the end.")
+    assert live.timeline.wait_for(lambda e: e["stage"] == "present" and e["data"].get("kind") == "speech", 30, start)
+    os.kill(old, signal.SIGKILL)
+    turn = live.wait_turn_end(after=start)
+    live.wait_presented(turn["utterance_id"], 60, epoch=turn["epoch"])
+    events = live.timeline.events[start:]
+    assert not [e for e in events if e["stage"] in ("recovery", "epoch") and e["actor"] == "supervisor"]
+    assert not [e for e in events if e["stage"] == "present" and e["result"] == "underflow"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the gateway itself is back
+        web = live.control.call("status")["actors"]["web"]
+        if web["state"] == "ready" and web["pid"] != old:
+            break
+        time.sleep(0.2)
+    assert web["state"] == "ready" and web["pid"] != old and web["restarts"] == 1
