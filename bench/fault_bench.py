@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from clients.capture import AVCollector
 from clients.faults import FaultRun, fault_figures, heard_words, speak_with_fault
-from clients.ports import write_private_config
-from clients.session import Session
+from clients.session import private_system
 from protocol.names import ACTOR_NAMES
 from scenes.texts import FAULT_PARAGRAPH as PARAGRAPH
 
@@ -33,18 +31,10 @@ def faults(config_path: str | None, overrides, echo: Callable[[str], None] = pri
 
 
 def _kill_each(config_path, overrides, victims, spares: list[str], workdir: str, echo) -> dict:
-    from pathlib import Path
-
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    config = write_private_config(Path(workdir) / "personas.toml", {
-        "controller": {"enabled": False}, "tts": {"fallback": ""}, "supervisor": {"warm_spares": spares}})
-    session = Session(str(config), list(overrides), log=Path(workdir) / "supervisor.log")
     if config_path:
         echo("note: --config is ignored here; the fault runs use private ports and their own settings")
-    session.start()
-    collector = AVCollector(session.endpoints["av_out"], idle_pixels=False)
-    try:
-        collector.wait_connected(10)
+    sections = {"controller": {"enabled": False}, "tts": {"fallback": ""}, "supervisor": {"warm_spares": spares}}
+    with private_system(workdir, sections, overrides) as (session, collector):
         sample_rate = session.config["media"]["sample_rate"]
         clean = speak_with_fault(session, collector, PARAGRAPH)
         clean_words = heard_words(clean, sample_rate)
@@ -59,9 +49,6 @@ def _kill_each(config_path, overrides, victims, spares: list[str], workdir: str,
                  f"(longest silence {figures['longest_silence_s']} s), words lost {figures['words_lost']} / "
                  f"added {figures['words_added']}, speech identical {figures['speech_identical']}")
         return results
-    finally:
-        collector.close()
-        session.stop()
 
 
 def table_rows(result: dict) -> list[str]:

@@ -10,14 +10,12 @@ words by PocketSphinx, against the same sentence said before the fuzz: the basel
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from clients.asr import transcribe, word_changes
 from clients.capture import AVCollector
 from clients.fuzz import run_all
-from clients.ports import write_private_config
-from clients.session import Session
+from clients.session import Session, private_system
 from protocol.names import ACTOR_NAMES, GATEWAY
 
 SENTENCE = "After all that noise, this sentence is spoken whole and clear."
@@ -27,15 +25,9 @@ def fuzz(config_path: str | None, overrides, echo: Callable[[str], None] = print
          workdir: str = "out/bench-fuzz") -> dict:
     from .suite import machine
 
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    config = write_private_config(Path(workdir) / "personas.toml", {"web": {"enabled": True}})
     if config_path:
         echo("note: --config is ignored here; the fuzz runs on private ports")
-    session = Session(str(config), list(overrides), log=Path(workdir) / "supervisor.log")
-    session.start()
-    collector = AVCollector(session.endpoints["av_out"], idle_pixels=False)
-    try:
-        collector.wait_connected(10)
+    with private_system(workdir, {"web": {"enabled": True}}, overrides) as (session, collector):
         sample_rate = session.config["media"]["sample_rate"]
         before = _say(session, collector, sample_rate)
         start = len(session.timeline.events)
@@ -44,9 +36,6 @@ def fuzz(config_path: str | None, overrides, echo: Callable[[str], None] = print
         after = _say(session, collector, sample_rate)
         events = session.timeline.events[start:]
         status = session.control.call("status")
-    finally:
-        collector.close()
-        session.stop()
     refusals: dict[str, int] = {}
     for e in events:
         if e["result"] == "error":

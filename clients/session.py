@@ -4,6 +4,7 @@ drive Personas through this, exactly as a user would from a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -169,3 +170,30 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def private_system(workdir: str | Path, sections: dict | None = None, overrides: list[str] | tuple[str, ...] = (),
+                   capture: bool = True, record: str | None = None):
+    """A running system on fresh loopback ports (config and supervisor log in ``workdir``),
+    with a capture of what the player presents (speech pixels kept, idle ones dropped);
+    yields ``(session, collector)`` and stops both, whatever happens."""
+    from .capture import AVCollector
+    from .ports import write_private_config
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_private_config(workdir / "personas.toml", sections)
+    session = Session(str(config), list(overrides), log=workdir / "supervisor.log", record=record)
+    session.start()
+    collector = None
+    try:
+        if capture:
+            collector = AVCollector(session.endpoints["av_out"], idle_pixels=False, curve=session.curve)
+            if not collector.wait_connected(10):
+                raise SessionError("the player's av_out did not accept the capture's connection")
+        yield session, collector
+    finally:
+        if collector is not None:
+            collector.close()
+        session.stop()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from clients.fuzz import run_all
-from clients.ports import write_private_config
-from clients.session import Session
+from clients.session import private_system
 from protocol.names import ACTOR_NAMES, GATEWAY
 
 pytestmark = pytest.mark.e2e
@@ -18,14 +17,8 @@ EXAMPLES = 300  # per socket: well under a minute for all eight
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fuzz")
-    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}})
-    session = Session(str(config), log=tmp / "s.log")
-    session.start()
-    try:
+    with private_system(tmp_path_factory.mktemp("fuzz"), {"web": {"enabled": True}}, capture=False) as (session, _):
         yield session
-    finally:
-        session.stop()
 
 
 def test_garbage_on_every_socket_breaks_nothing_and_valid_text_is_still_spoken(live):

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.capture import AVCollector
 from clients.faults import fault_figures, speak_with_fault
-from clients.ports import write_private_config
-from clients.session import Session
+from clients.session import private_system
 from protocol.names import ACTOR_NAMES as VICTIMS
 from scenes.texts import FAULT_PARAGRAPH as PARAGRAPH
 from tests.media import read_mp4
@@ -28,18 +26,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recovery")
-    config = write_private_config(tmp / "personas.toml", {
-        "controller": {"enabled": False}, "tts": {"fallback": ""},
-        "supervisor": {"warm_spares": ["tts", "driver"]}})
-    session = Session(str(config), log=tmp / "supervisor.log", record=str(tmp / "recording.mp4"))
-    session.start()
-    collector = AVCollector(session.endpoints["av_out"], idle_pixels=False)
-    try:
-        assert collector.wait_connected(10)
-        yield session, collector
-    finally:
-        collector.close()
-        session.stop()
+    sections = {"controller": {"enabled": False}, "tts": {"fallback": ""}, "supervisor": {"warm_spares": ["tts", "driver"]}}
+    with private_system(tmp, sections, record=str(tmp / "recording.mp4")) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from clients.ports import write_private_config
-from clients.session import Session
+from clients.session import Session, private_system
 from protocol.control_endpoint import ControlClient, read_token, token_path
 
 pytestmark = pytest.mark.e2e
@@ -25,14 +24,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("security")
-    config = write_private_config(tmp / "c.toml", {"web": {"enabled": True}, "supervisor": {"stuck_after_s": 3.0}})
-    session = Session(str(config), log=tmp / "s.log")
-    session.start()
-    try:
+    sections = {"web": {"enabled": True}, "supervisor": {"stuck_after_s": 3.0}}
+    with private_system(tmp_path_factory.mktemp("security"), sections, capture=False) as (session, _):
         yield session
-    finally:
-        session.stop()
     assert not token_path(session.endpoints["control"]).exists()  # `down` removes it
 
 
