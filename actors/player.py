@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import zmq
@@ -32,7 +31,7 @@ from protocol.transport import send
 
 from .dsp import barge_cut
 from .runtime import ActorContext, grants_descriptor
-from .sinks import Mp4Recorder, Overlay, join_recording, recording_parts
+from .sinks import Mp4Recorder, Overlay, join_recording, part_path, recording_parts
 
 NAME = "player"
 #: If presentation falls this many frames behind the clock, the clock slips instead of bursting.
@@ -73,8 +72,7 @@ class Player:
             for stale in parts:
                 stale.unlink(missing_ok=True)
             parts = []
-        index = int(parts[-1].name.rsplit(".part", 1)[1].split(".")[0]) + 1 if parts else 0
-        path = Path(record).with_name(f"{Path(record).stem}.part{index}{Path(record).suffix}")
+        path = part_path(record, len(parts))  # parts are numbered from 0 without gaps
         return Mp4Recorder(str(path), self.width, self.height, self.fps, self.sr, survives_crash=True)
 
     def describe(self) -> dict:

@@ -140,6 +140,12 @@ class Mp4Recorder:
             container.close()
 
 
+def part_path(record: str | Path, index: int) -> Path:
+    """Where the ``index``-th player process of a session records (``NAME.partK.mp4``)."""
+    record = Path(record)
+    return record.with_name(f"{record.stem}.part{index}{record.suffix}")
+
+
 def recording_parts(record: str | Path) -> list[Path]:
     """The parts of a recording, in order: one per player process (``NAME.partK.mp4``)."""
     record = Path(record)
@@ -154,14 +160,19 @@ def recording_parts(record: str | Path) -> list[Path]:
 def join_recording(parts: list[Path], record: str | Path) -> int:
     """One plain MP4 from the parts (packets copied, not re-encoded), each part starting
     where the one before ended, audio and video together; returns the video frames. A part
-    cut short by a crash ends at its last whole fragment."""
+    cut short by a crash ends at its last whole fragment.
+
+    Fragmented MP4 does not keep the AAC encoder's priming (the first frame of samples is
+    its delay, which a plain MP4 tells the decoder to skip with an edit list): the first
+    part's audio is moved back by one frame so the muxer writes that edit list again, and a
+    later part's priming frame is left out, so the audio stays on the video's clock."""
     import av
 
     out = av.open(str(record), "w")
     streams: dict[str, object] = {}
     offset_s, frames = 0.0, 0
     try:
-        for part in parts:
+        for index, part in enumerate(parts):
             intact = intact_length(part)
             if intact < part.stat().st_size:
                 os.truncate(part, intact)  # a fragment half-written when the process died
@@ -176,6 +187,11 @@ def join_recording(parts: list[Path], record: str | Path) -> int:
                         if packet.dts is None or target is None:
                             continue
                         shift = int(round(offset_s / packet.stream.time_base))
+                        if packet.stream.type == "audio":
+                            priming = packet.stream.codec_context.frame_size or 1024
+                            if index > 0 and packet.dts < priming:
+                                continue
+                            shift -= priming
                         packet.pts, packet.dts = (packet.pts if packet.pts is not None else packet.dts) + shift, packet.dts + shift
                         end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * packet.stream.time_base))
                         frames += packet.stream.type == "video"

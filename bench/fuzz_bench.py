@@ -2,7 +2,8 @@
 
 Method: one live system (the web gateway on); ``clients.fuzz`` sends --messages hypothesis-
 drawn messages to each socket in turn (ingress, each actor's inbox, the gateway's inbox,
-control). Then a barge-in drops the garbage text still being spoken, and one valid sentence
+control) and as many requests to the web API (any route, method, Host, Origin, body; a 5xx
+counts as a failure). Then a barge-in drops the garbage text still being spoken, and one valid sentence
 is said. Reported: actors that failed or restarted (the target: none), refusals each actor put
 on the timeline, the progress check's verdict, whether the sentence was spoken whole (the
 words by PocketSphinx, against the same sentence said before the fuzz: the baseline).
@@ -16,6 +17,7 @@ from clients.asr import transcribe, word_changes
 from clients.capture import AVCollector
 from clients.fuzz import run_all
 from clients.session import Session, private_system
+from protocol.control_endpoint import read_token
 from protocol.names import ACTOR_NAMES, GATEWAY
 
 SENTENCE = "After all that noise, this sentence is spoken whole and clear."
@@ -31,7 +33,9 @@ def fuzz(config_path: str | None, overrides, echo: Callable[[str], None] = print
         sample_rate = session.config["media"]["sample_rate"]
         before = _say(session, collector, sample_rate)
         start = len(session.timeline.events)
-        sent = run_all(session.endpoints, [*ACTOR_NAMES, GATEWAY], messages, echo)
+        web = session.config["web"]
+        sent = run_all(session.endpoints, [*ACTOR_NAMES, GATEWAY], messages, echo,
+                       web=(web["host"], web["port"], read_token(session.endpoints["control"])))
         session.barge_in("the fuzz is over")
         after = _say(session, collector, sample_rate)
         events = session.timeline.events[start:]
@@ -43,6 +47,7 @@ def fuzz(config_path: str | None, overrides, echo: Callable[[str], None] = print
     result = {
         "method": __doc__.split("\n\n", 1)[1].strip().replace("\n", " "), "messages_per_socket": messages, "sent": sent,
         "failed": [e["data"] for e in events if e["stage"] == "actor_failed"],
+        "web_server_errors": sent.get("web API", {}).get("answers", {}).get("5xx", 0),
         "restarts": {name: a["restarts"] for name, a in status["actors"].items()},
         "refusals_on_timeline": refusals, "progress": status["supervisor"]["progress"]["state"],
         "baseline_words": before, "after_words": after, "after_vs_baseline": word_changes(before, after),
@@ -70,5 +75,6 @@ def table_rows(result: dict) -> list[str]:
     change = result["after_vs_baseline"]
     return [f"| Fuzz: {result['messages_per_socket']} hostile messages on each of {len(result['sent'])} sockets "
             f"({total} in all) | {len(result['failed'])} actors failed, {sum(result['restarts'].values())} restarts, "
+            f"{result.get('web_server_errors', 0)} web 5xx, "
             f"progress {result['progress']}; the sentence after it: {change['lost']} words lost, {change['added']} added "
             f"| the same sentence before the fuzz ({change['reference_words']} words heard) | target 0 / 0 / ok |"]

@@ -52,9 +52,10 @@ class FaultRun:
 
 
 def speak_with_fault(session: Session, collector: AVCollector, text: str, victim: str | None = None,
-                     kill_after_frames: int = 40, timeout: float = 120.0) -> FaultRun:
-    """Say ``text`` at once (as a fast LLM would) and kill ``victim`` mid-way; returns when
-    the player has presented the utterance's last frame."""
+                     kill_after_frames: int = 40, timeout: float = 120.0, how: int = signal.SIGKILL) -> FaultRun:
+    """Say ``text`` at once (as a fast LLM would) and send ``how`` to ``victim`` mid-way
+    (SIGKILL: a crash; SIGSTOP: a hang the heartbeats must catch); returns when the player
+    has presented the utterance's last frame."""
     start = len(session.timeline.events)
     session.say(text)
     turn = session.wait_turn_end(after=start)
@@ -66,7 +67,7 @@ def speak_with_fault(session: Session, collector: AVCollector, text: str, victim
                                                and p.frame_index >= first.frame_index + kill_after_frames, 60) is None:
             raise RuntimeError("speech did not start, or ended before the kill")
         old_pid = session.control.call("status")["actors"][victim]["pid"]
-        os.kill(old_pid, signal.SIGKILL)
+        os.kill(old_pid, how)
         killed_at = time.monotonic()
     session.wait_presented(uid, timeout, epoch=epoch)
     if collector.wait_for(lambda p: p.utterance_id == uid and p.final, 10) is None:

@@ -7,7 +7,9 @@ What is sent, per socket:
   letter, msgpack maps of every ingress type with fields of any type, deep nesting, many frames;
 - each actor's inbox (PULL): msgpack headers naming every message type the system knows, with
   that type's field names holding values of any type, plus random payload frames and raw bytes;
-- ``control`` (the supervisor's ROUTER, through a DEALER): raw bytes and maps with any ``cmd``.
+- ``control`` (the supervisor's ROUTER, through a DEALER): raw bytes and maps with any ``cmd``;
+- ``web`` (the gateway's HTTP API, when it runs): any method and route, Host, Origin, content
+  type and body, with and without the token; counted by answer (a 5xx is a failure).
 
 Nothing here is valid by construction; what matters is that every actor stays up, returns the
 credit of what it refused, and speaks the valid text that follows.
@@ -63,7 +65,26 @@ def strategies():
     ingress = st.lists(st.one_of(noise, ingress_map, runs), min_size=1, max_size=3)
     control = st.one_of(noise, st.dictionaries(st.sampled_from(["cmd", "changes", "key", "reason", "token"]), values,
                                                max_size=4).map(packed)).map(lambda m: [m])
-    return {"ingress": ingress, "inbox": inbox, "control": control}
+    routes = st.sampled_from(["/say", "/config", "/barge-in", "/", "/ws", "/adapters", "/audio.wav?x=1", "/static/x",
+                              "/%00", "/" + "a" * 300])
+    bodies = st.one_of(noise, values.map(lambda v: _json(v)), st.dictionaries(
+        st.sampled_from(["text", "changes"]), values, max_size=2).map(lambda v: _json(v)))
+    web = st.fixed_dictionaries({
+        "method": st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE", "OPTIONS"]), "path": routes,
+        "content_type": st.sampled_from(["application/json", "text/plain", "", "application/json; charset=latin-1",
+                                         "multipart/form-data"]),
+        "origin": st.sampled_from([None, "own", "http://attacker.example", "null"]),
+        "host": st.sampled_from(["own", "own", "attacker.example"]), "token": st.booleans(), "body": bodies})
+    return {"ingress": ingress, "inbox": inbox, "control": control, "web": web}
+
+
+def _json(value) -> bytes:
+    import json
+
+    try:
+        return json.dumps(value, default=repr).encode()
+    except (ValueError, TypeError, RecursionError):
+        return b"{"
 
 
 class Sender:
@@ -91,8 +112,55 @@ class Sender:
         self.sock.close()
 
 
-def fuzz(sender: Sender, strategy, examples: int, pace_s: float = 0.0) -> int:
-    """Send ``examples`` hypothesis-drawn messages through ``sender``; returns how many went."""
+class WebSender:
+    """Requests to the gateway's HTTP API over one kept-alive connection (a new one after
+    the server closes it); answers are counted by status class, a 5xx is a failure."""
+
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port, self.token = host, port, token
+        self.conn = None
+        self.sent = self.dropped = 0
+        self.by_status: dict[str, int] = {}
+
+    def send(self, request: dict) -> None:
+        import http.client
+
+        own = f"{self.host}:{self.port}"
+        headers = {"Host": own if request["host"] == "own" else request["host"]}
+        if request["content_type"]:
+            headers["Content-Type"] = request["content_type"]
+        if request["origin"]:
+            headers["Origin"] = f"http://{own}" if request["origin"] == "own" else request["origin"]
+        if request["token"]:
+            headers["X-Personas-Token"] = self.token
+        if request["path"].startswith(("/ws", "/audio.wav")) and request["method"] == "GET":
+            headers["Host"] = "attacker.example"  # a refused stream answers at once; an accepted one never ends
+        for attempt in range(2):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                self.conn.request(request["method"], request["path"], body=request["body"], headers=headers)
+                reply = self.conn.getresponse()
+                reply.read()
+                status = f"{reply.status // 100}xx"
+                self.by_status[status] = self.by_status.get(status, 0) + 1
+                self.sent += 1
+                if reply.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return
+            except (OSError, http.client.HTTPException):
+                self.close()
+        self.dropped += 1
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def fuzz(sender, strategy, examples: int, pace_s: float = 0.0) -> int:
+    """Send ``examples`` hypothesis-drawn messages through ``sender`` (a Sender or a
+    WebSender); returns how many went."""
     from hypothesis import HealthCheck, given, settings
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
@@ -115,17 +183,24 @@ def targets(endpoints: dict, actors: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def run_all(endpoints: dict, actors: list[str], examples: int, echo: Callable[[str], None] = print,
-            pace_s: float = 0.0) -> dict[str, dict]:
+            pace_s: float = 0.0, web: tuple[str, int, str] | None = None) -> dict[str, dict]:
+    """Fuzz each target in turn; ``web`` = (host, port, token) adds the gateway's HTTP API."""
     ctx = zmq.Context.instance()
     kinds = strategies()
+    senders = {name: (lambda endpoint=endpoint, kind=kind: Sender(ctx, endpoint, kind), kind)
+               for name, (endpoint, kind) in targets(endpoints, actors).items()}
+    if web is not None:
+        senders["web API"] = (lambda: WebSender(*web), "web")
     sent = {}
-    for name, (endpoint, kind) in targets(endpoints, actors).items():
-        sender = Sender(ctx, endpoint, kind)
+    for name, (make, kind) in senders.items():
+        sender = make()
         started = time.monotonic()
         try:
             fuzz(sender, kinds[kind], examples, pace_s)
         finally:
             sender.close()
-        sent[name] = {"sent": sender.sent, "dropped_by_us": sender.dropped, "seconds": round(time.monotonic() - started, 1)}
-        echo(f"fuzz {name:<16} {sender.sent} messages ({sender.dropped} not taken) in {sent[name]['seconds']} s")
+        sent[name] = {"sent": sender.sent, "dropped_by_us": sender.dropped, "seconds": round(time.monotonic() - started, 1),
+                      **({"answers": sender.by_status} if isinstance(sender, WebSender) else {})}
+        echo(f"fuzz {name:<16} {sender.sent} messages ({sender.dropped} not taken) in {sent[name]['seconds']} s"
+             + (f", answers {sender.by_status}" if isinstance(sender, WebSender) else ""))
     return sent

@@ -42,8 +42,6 @@ CHOICES = {
     "controller.first_fragment": ("clause", "sentence"),
     "fault.kind": FAULT_KINDS,
     "fault.adapter": ADAPTER_NAMES,
-    "tts.adapter": ADAPTER_NAMES,
-    "tts.fallback": ("", *ADAPTER_NAMES),
     "tts.adapters": ADAPTER_NAMES,
     "device.preference": ("mps", "cuda", "cpu"),
     "device.dtype": ("auto", "float16", "float32"),
@@ -124,6 +122,13 @@ def check_relations(config: dict) -> None:
         a, b = get_key(config, small), get_key(config, large)
         if not a < b:
             raise ConfigError(f"{small} = {a} must be below {large} = {b}")
+    tts = config["tts"]
+    loaded = ", ".join(tts["adapters"])
+    if tts["adapter"] not in tts["adapters"]:
+        raise ConfigError(f"tts.adapter = {_brief(tts['adapter'])} must be one of the loaded adapters (tts.adapters: {loaded})")
+    if tts["fallback"] not in ("", *tts["adapters"]):
+        raise ConfigError(f"tts.fallback = {_brief(tts['fallback'])} must be '' or one of the loaded adapters "
+                          f"(tts.adapters: {loaded})")
 
 
 def _brief(value: Any) -> str:

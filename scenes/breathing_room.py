@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from actors.sinks import part_path
+
 from .harness import FileWatch, Scene, shared_memory_in_use, written_files
 from .texts import SHORT_REPLIES
 
@@ -19,21 +21,23 @@ def run(scene: Scene) -> None:
     status = session.control.call("status")
     pids = [status["supervisor"]["pid"]] + [a["pid"] for a in status["actors"].values()]
     recording = str(scene.dir / "video.mp4")
+    # The declared recording is written in parts, one per player process, joined at the end.
+    declared = [recording, str(part_path(recording, 0))]
     # Where a hot path could write: the system's own TMPDIR (private to this scene), the repo,
     # ~/.cache (where onnxruntime's telemetry was found writing). Not the machine's /tmp or
     # /dev/shm: other programs write there (shared memory is checked on our processes instead).
     watch = FileWatch([scene.tmp, REPO, Path.home() / ".cache"],
-                      ignore=[scene.dir / "video.mp4", scene.dir / "timeline.jsonl", scene.dir / "supervisor.log",
+                      ignore=[*declared, scene.dir / "timeline.jsonl", scene.dir / "supervisor.log",
                               REPO / "out", REPO / ".venv", str(Path.home() / ".cache" / "pip")])
     open_for_writing, replies = [], []
     for reply in SHORT_REPLIES[: 4 if scene.quick else len(SHORT_REPLIES)]:
         start = len(scene.events)
         done = session.say_and_wait(reply, rate=40)
-        open_for_writing += written_files(pids, allowed=[recording]) + shared_memory_in_use(pids)
+        open_for_writing += written_files(pids, allowed=declared) + shared_memory_in_use(pids)
         replies.append((start, done))
         time.sleep(THINK_S)
     changed = watch.changed()
-    open_for_writing += written_files(pids, allowed=[recording])
+    open_for_writing += written_files(pids, allowed=declared)
     scene.check("no file written outside the declared recording", not changed, changed[:5] or "none", "no new or modified file")
     scene.check("no actor holds a file open for writing", not open_for_writing, sorted(set(open_for_writing))[:5] or "none",
                 "only the recording (and no shared memory)")

@@ -514,12 +514,7 @@ class Arbiter:
         safe boundary). Raises ConfigError for keys that are not live or bad values. A new
         ``persona.id`` is checked against the registry off the loop (a Later reply): the
         registry may be a database or a service that takes its time; a voice file is a file read."""
-        changes = live_changes(self.config, items)
-        tts = self.config["tts"]
-        if "tts.adapter" in changes and changes["tts.adapter"] not in tts["adapters"]:
-            raise ValueError(f"tts.adapter must be one of the loaded adapters {tts['adapters']}")
-        if changes.get("tts.fallback") not in (None, "", *tts["adapters"]):
-            raise ValueError(f"tts.fallback must be '' or one of {tts['adapters']}")
+        changes = live_changes(self.config, items)  # types, rules, and the engines loaded
         if "voice.persona" in changes or "persona.id" in changes:
             wanted = copy_config(self.config)
             apply_changes(wanted, changes)

@@ -44,15 +44,15 @@ def up(config_path, overrides, record, persona_ref) -> None:
 
     from actors.runtime import setup_logging
 
-    from .arbiter import Arbiter, StartupError, check_persona
+    from .arbiter import Arbiter, StartupError, check_persona, check_voice
 
     config = resolve_config(config_path, overrides)
     if record:
         config["player"]["record"] = record
     if persona_ref is not None:
         config["persona"]["id"] = persona_ref
-    problem = check_persona(config)
-    if problem:  # before any actor starts: a clear error, not a driver in a crash loop
+    problem = check_voice(config) or check_persona(config)
+    if problem:  # before any actor starts: a clear error, not an actor in a crash loop
         raise click.ClickException(problem)
     setup_logging("super")
     logging.getLogger("personas.supervisor").info(

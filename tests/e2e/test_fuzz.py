@@ -1,5 +1,5 @@
 """Property-based fuzz of every socket a running system reads (ingress, each actor's inbox, the
-web gateway's inbox, control), bounded for `make test`; `personas bench fuzz` runs >= 10,000
+web gateway's inbox, control, the web API), bounded for `make test`; `personas bench fuzz` runs >= 10,000
 messages per socket. Afterwards: no actor failed or restarted, every refusal was reported, and
 valid text is still spoken whole (so no credit was lost on the way)."""
 
@@ -9,6 +9,7 @@ import pytest
 
 from clients.fuzz import run_all
 from clients.session import private_system
+from protocol.control_endpoint import read_token
 from protocol.names import ACTOR_NAMES, GATEWAY
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +24,11 @@ def live(tmp_path_factory):
 
 def test_garbage_on_every_socket_breaks_nothing_and_valid_text_is_still_spoken(live):
     start = len(live.timeline.events)
-    sent = run_all(live.endpoints, [*ACTOR_NAMES, GATEWAY], EXAMPLES, echo=lambda _line: None)
+    web = live.config["web"]
+    sent = run_all(live.endpoints, [*ACTOR_NAMES, GATEWAY], EXAMPLES, echo=lambda _line: None,
+                   web=(web["host"], web["port"], read_token(live.endpoints["control"])))
     assert all(v["sent"] >= EXAMPLES * 0.9 for v in sent.values()), sent
+    assert "5xx" not in sent["web API"]["answers"], sent["web API"]  # every bad request is a 4xx
     live.barge_in("the fuzz is over")  # drop whatever garbage text was still being spoken
     done = live.say_and_wait("After all that noise, this sentence is spoken whole.", timeout=60)
     events = live.timeline.events[start:]

@@ -14,7 +14,8 @@ from clients.ports import write_private_config
 from tests.media import read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
-VOICE = str(Path(__file__).resolve().parents[1] / "data" / "voice_clear.json")
+VOICE_DIR = str(Path(__file__).resolve().parents[1] / "data")
+VOICE = {"persona": "voice_clear", "dirs": [VOICE_DIR]}  # a voice of the tests' own, from a directory they name
 STORY = ("The morning was cold and bright. We walked down to the river before breakfast. "
          "A small boat was waiting at the end of the old wooden pier. My sister carried the basket "
          "with bread and cheese. The water was calm and very clear. We could see fish swimming near the stones. "
@@ -71,7 +72,7 @@ def check_control_cli(config):
 
 
 def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
-    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": VOICE})
     recording = artifacts / "swap.mp4"
     with Session(str(config), record=str(recording), log=tmp_path / "s.log",
                  timeline_jsonl=artifacts / "swap.timeline.jsonl") as session:
@@ -116,7 +117,7 @@ def test_swap_piper_espeak_piper_mid_utterance(tmp_path, artifacts):
 
 
 def test_a_stalled_engine_falls_back_without_underflow_and_comes_back(tmp_path, artifacts):
-    config = write_private_config(tmp_path / "c.toml", {"voice": {"persona": VOICE}})
+    config = write_private_config(tmp_path / "c.toml", {"voice": VOICE})
     with Session(str(config), log=tmp_path / "s.log", timeline_jsonl=artifacts / "stall.timeline.jsonl") as session:
         start = len(session.timeline.events)
         feeding = session.say_in_background(STORY, rate=20)

@@ -9,6 +9,7 @@ then do not depend on timing) and there is no fallback engine (a swap would chan
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,19 @@ def test_an_actor_killed_mid_paragraph_is_replaced_and_every_word_is_spoken_once
     assert all(a["state"] == "ready" for a in status["actors"].values())
     # Speech carried on (a sanity bound; `personas bench faults` measures it).
     assert figures["longest_silence_s"] < 8.0, figures
+
+
+def test_a_hung_actor_is_caught_by_its_heartbeats_and_nothing_is_lost(system, clean):
+    """SIGSTOP: alive but silent. The supervisor notices the missing beats (within
+    liveness x heartbeat_s = 3 s), kills it and places a replacement; the player's buffer
+    runs dry meanwhile (a pause), but every word comes once."""
+    session, collector = system
+    run = speak_with_fault(session, collector, PARAGRAPH, "stitcher", how=signal.SIGSTOP)
+    figures = fault_figures(run, clean)
+    assert figures["speech_identical"] and figures["duplicate_frames"] == 0, figures
+    failed = [e for e in run.events if e["stage"] == "actor_failed"]
+    assert len(failed) == 1 and "no heartbeat" in failed[0]["data"]["why"]
+    assert figures["detection_s"] <= 3.0 + 1.5 and figures["epochs_started"] == 0, figures  # 3 s of beats + a check
 
 
 def test_after_every_recovery_the_next_utterance_is_spoken_whole(system, clean):
