@@ -102,7 +102,10 @@ class Mp4Recorder:
         import av
 
         drop_realtime()  # encoding is bulk work: it must not run at the clock's priority
-        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"} \
+        # Fragments cannot start before 0; left to itself the muxer would move the video later
+        # by the AAC priming to make room, so it is told not to (the join puts the priming back).
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1",
+                   "avoid_negative_ts": "disabled"} \
             if self.survives_crash else {}
         container = av.open(str(self.path), "w", options=options)
         video = container.add_stream("libx264", rate=self.fps)

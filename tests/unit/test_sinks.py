@@ -55,3 +55,19 @@ def test_a_recording_cut_by_a_crash_keeps_its_fragments_and_the_parts_join_on_on
     # a few AAC frames past its video, and the seam waits for the later of the two)
     assert abs(durations["video"] - joined / 25) < 0.2
     assert abs(len(audio) / sr - joined / 25) < 0.2
+
+
+def test_a_recording_of_one_part_joins_into_the_file_a_plain_recorder_writes(tmp_path):
+    def record(path, survives_crash):
+        rec = Mp4Recorder(str(path), 64, 64, 25, 22050, survives_crash=survives_crash)
+        for tick in range(50):
+            rec.write(tick, np.full((64, 64, 3), tick * 5, np.uint8),
+                      (3000 * np.sin(np.arange(882) * 0.1 + tick)).astype(np.int16))
+        rec.close()
+
+    record(tmp_path / "plain.mp4", False)
+    record(tmp_path / "rec.part0.mp4", True)
+    join_recording(recording_parts(tmp_path / "rec.mp4"), tmp_path / "rec.mp4")
+    plain, joined = read_mp4(tmp_path / "plain.mp4"), read_mp4(tmp_path / "rec.mp4")
+    assert plain[4] == joined[4]  # the same durations: the video is not moved, the audio keeps its priming skip
+    assert np.array_equal(plain[1], joined[1]) and np.array_equal(plain[0], joined[0])
