@@ -7,8 +7,10 @@ captured A/V packets and the timeline, on one clock (``time.monotonic``):
 
 - detection: kill -> the supervisor's ``actor_failed`` event;
 - back ready: kill -> the recovery's ``done`` event (the replacement placed, everything rewound);
-- longest silence: the longest wait between two speech frames from the kill to the end;
-- speech resumed: kill -> speech flowing again after that wait (0 when the buffer covered it);
+- longest silence: the longest wait between two speech frames from the kill to the end (what
+  a listener waits: the figure the 1.5 s target is about);
+- speech resumed: kill -> the end of that wait (0 when no wait was audible; later than the
+  silence itself when the buffer carried the speech on for a while first);
 - samples lost / doubled: the speech without its pauses against a run without a crash
   (synthesis is deterministic: any difference is speech missing or said twice);
 - words lost / added: the same two speeches heard by PocketSphinx, word lists compared.
