@@ -62,5 +62,5 @@ def table_rows(result: dict) -> list[str]:
                     f"words lost {f['words_lost']}, added {f['words_added']}, speech identical: {f['speech_identical']} | "
                     + (f"no warm spare: back ready {plain['back_ready_s']} s, resumed {plain['speech_resumed_s']} s "
                        f"({plain['longest_silence_s']} s) | " if plain else "no crash: same speech, sample for sample | ")
-                    + ("target <= 1.5 s, 0 lost, 0 doubled |"))
+                    + ("target: silence <= 1.5 s, 0 lost, 0 doubled |"))
     return rows
