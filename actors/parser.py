@@ -22,11 +22,13 @@ import zmq
 from protocol import (ConfigUpdate, Credit, EpochRequest, Heard, IngressBargeIn, IngressEnd, IngressToken,
                       ProtocolError, Recovery, Restore, RestoreRequest, TextChunk, VisualMarker, parse_ingress)
 from protocol.config import apply_changes
-from protocol.limits import INGRESS_MAX_BYTES, INGRESS_SOCKET_MAX_BYTES
+from protocol.limits import (INGRESS_KERNEL_BUFFER_BYTES, INGRESS_MAX_BYTES, INGRESS_QUEUE_MESSAGES,
+                             INGRESS_SOCKET_MAX_BYTES)
 
 from .owned_text import OwnedText
 from .runtime import ActorContext, CreditLedger, now_ns
 from .stream_parser import ChunkPolicy, ParsedChunk, ParsedMarker, ParseError, StreamParser
+from .turns import TurnGate
 
 NAME = "parser"
 #: How long to wait for the supervisor to confirm a requested epoch before asking again.
@@ -35,6 +37,8 @@ EPOCH_REQUEST_RETRY_S = 0.5
 INGRESS_BATCH = 256
 #: How often a replacement parser asks the supervisor for the text its predecessor owned.
 RESTORE_RETRY_S = 0.3
+#: Ingress messages still queued at shutdown that are read (and counted as unspoken), at most.
+CLOSE_DRAIN_MAX = 100_000
 
 
 def policy_from(config: dict, target_tokens: int = 0) -> ChunkPolicy:
@@ -48,16 +52,19 @@ class Parser:
         self.ctx = ctx
         cfg = ctx.config["parser"]
         self.max_buffered = int(cfg["max_buffered_chunks"])
-        self.ingress = ctx.public_socket(zmq.PULL, "ingress", max_bytes=INGRESS_SOCKET_MAX_BYTES, hwm=1000)
+        self.ingress = ctx.public_socket(zmq.PULL, "ingress", max_bytes=INGRESS_SOCKET_MAX_BYTES,
+                                         hwm=INGRESS_QUEUE_MESSAGES, kernel_buffer=INGRESS_KERNEL_BUFFER_BYTES)
         self.stream = StreamParser(max_chunk_chars=int(cfg["max_chunk_chars"]), policy=policy_from(ctx.config))
         self.tts_credit = CreditLedger(NAME, "tts")
         self.outbox: deque[TextChunk] = deque()  # bounded by max_buffered: ingress is not read past it
         self.held_markers: list[ParsedMarker] = []  # only while a barge-in awaits its new epoch
-        # What left recently, with when its text arrived: a barge-in from elsewhere (the control
-        # endpoint) can reach us after text that was sent after it; that text must survive.
-        self.recent_chunks: deque[tuple[int, TextChunk]] = deque(maxlen=64)
-        self.recent_markers: deque[tuple[int, ParsedMarker]] = deque(maxlen=256)
-        self.opened_at: dict[int, int] = {}  # sequence_id -> arrival of the chunk's first token, for chunks in the outbox
+        # What left recently, with its origin (turn, arrival of its text): a barge-in from elsewhere
+        # (the control endpoint) can reach us after text of the next turn; that text must survive.
+        self.recent_chunks: deque[tuple[tuple[int, int], TextChunk]] = deque(maxlen=64)
+        self.recent_markers: deque[tuple[tuple[int, int], ParsedMarker]] = deque(maxlen=256)
+        self.origin: dict[int, tuple[int, int]] = {}  # sequence_id -> (turn, first token's arrival), outbox chunks
+        self.turns = TurnGate()
+        self.interrupted_turn = -1  # set by a control barge-in's turn, read when its epoch comes
         self.utterance_id = 0
         self.barge_requested_at: float | None = None
         self.owned = OwnedText(ctx, lambda: (self.utterance_id, self.stream.snapshot()))
@@ -87,7 +94,25 @@ class Parser:
             self.read_ingress()
             self.step()
             ctx.heartbeat(self.stats())
+        self.report_unspoken()
         self.ingress.close()
+
+    def report_unspoken(self) -> None:
+        """At shutdown: what was sent to us and will not be heard, counted for the sender (the
+        timeline, and the last heartbeat the supervisor puts in its stop event)."""
+        queued = 0
+        for _ in range(CLOSE_DRAIN_MAX):
+            try:
+                self.ingress.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            queued += 1
+        chunks = list(self.owned.chunks) + list(self.outbox)
+        unspoken = {"chunks": len(chunks), "chars": sum(len(c.text) for c in chunks) + self.stream.buffered_chars,
+                    "queued_messages": queued}
+        self.ctx.emit("unspoken", "drop" if any(unspoken.values()) else "ok", surface="ingress",
+                      utterance_id=self.utterance_id, data=unspoken)
+        self.ctx.heartbeat({**self.stats(), "unspoken": unspoken}, force=True)
 
     def stats(self) -> dict:
         return {"queued_chunks": len(self.outbox), "buffered_chars": self.stream.buffered_chars,
@@ -119,11 +144,14 @@ class Parser:
         while self.outbox and self.barge_requested_at is None and not self.paused and self.tts_credit.can_send(1):
             self.send_chunk(self.outbox.popleft())
         self.owned.flush()
+        for dropped in self.turns.report(now):
+            self.ctx.emit("ingress", "drop", surface="ingress", utterance_id=self.utterance_id,
+                          data={"code": "turn_over", **dropped})
 
     def send_chunk(self, chunk: TextChunk) -> None:
         spent = self.tts_credit.spend(1)
         chunk = dataclasses.replace(chunk, credit_of=self.tts_credit.token)
-        self.recent_chunks.append((self.opened_at.pop(chunk.sequence_id, 0), chunk))
+        self.recent_chunks.append((self.origin.pop(chunk.sequence_id, (self.turns.latest, 0)), chunk))
         self.owned.sent(chunk)
         self.ctx.send_to("tts", chunk)
         self.ctx.emit("send", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=self.tts_credit.link,
@@ -138,22 +166,31 @@ class Parser:
         except ProtocolError as exc:
             self.ctx.error("ingress", exc.code, exc.detail, surface="ingress", utterance_id=self.utterance_id)
             return
-        if isinstance(item, IngressToken):
+        if isinstance(item, IngressBargeIn):
+            self.on_ingress_barge_in(item.turn, received)
+        elif not self.turns.admits(item.turn, len(getattr(item, "text", ""))):
+            return  # of a turn that is over: counted, reported from step()
+        elif isinstance(item, IngressToken):
             if item.removed:
                 self.ctx.emit("ingress", "warn", surface="ingress", utterance_id=self.utterance_id,
                               data={"code": "control_characters", "removed": item.removed})
             self.publish(self.stream.feed(item.text, received), received)
         elif isinstance(item, IngressEnd):
             self.publish(self.stream.end(received), received)
-            self.ctx.emit("turn_end", utterance_id=self.utterance_id, surface="ingress")
+            turn = self.turns.end(item.turn)
+            self.ctx.emit("turn_end", utterance_id=self.utterance_id, surface="ingress", data={"turn": turn})
             self.utterance_id += 1
-        elif isinstance(item, IngressBargeIn):
-            self.on_ingress_barge_in(received)
         self.owned.touch()
         self.owned.flush_if_large()
 
-    def on_ingress_barge_in(self, received: int) -> None:
-        """Drop everything now and ask the supervisor for a new epoch; chunks wait until it comes."""
+    def on_ingress_barge_in(self, turn: int, received: int) -> None:
+        """Drop everything now and ask the supervisor for a new epoch; chunks wait until it comes.
+        A barge-in naming a turn older than the latest one is stale (the next turn has begun)."""
+        if turn != -1 and turn < self.turns.latest:
+            self.ctx.emit("ingress", "warn", surface="ingress", utterance_id=self.utterance_id,
+                          data={"code": "stale_barge_in", "turn": turn, "latest": self.turns.latest})
+            return
+        self.turns.end(turn)
         self.stream.reset()
         for pending in (self.outbox, self.held_markers, self.recent_chunks, self.recent_markers):
             pending.clear()
@@ -235,13 +272,18 @@ class Parser:
     def on_recovered(self, _recovery: Recovery) -> None:
         self.paused = False
 
+    def on_turn_over(self, turn: int) -> None:
+        """A barge-in from the control endpoint (before its epoch): that turn (-1: the latest) is over."""
+        self.interrupted_turn = self.turns.end(turn)
+
     def on_epoch(self, epoch: int, cause: str, issued_at_ns: int = 0) -> None:
         if not self.ctx.adopt_epoch(epoch, cause):
             return
         self.owned.on_epoch(epoch)
         self.tts_credit.enter_epoch(epoch)
         if self.barge_requested_at is None:
-            self.keep_what_overtook(epoch, issued_at_ns)
+            self.keep_what_overtook(epoch, issued_at_ns, self.interrupted_turn)
+        self.interrupted_turn = -1
         self.barge_requested_at = None
         # Chunks parsed while we waited for the epoch belong to the new one.
         for i, chunk in enumerate(self.outbox):
@@ -253,19 +295,24 @@ class Parser:
         self.recent_chunks.clear()
         self.recent_markers.clear()
 
-    def keep_what_overtook(self, epoch: int, issued_at_ns: int) -> None:
-        """Someone else interrupted. What arrived before the barge-in was issued is stale;
-        what arrived after it (it can overtake the broadcast) is the next utterance."""
-        fresh = lambda arrived: issued_at_ns and arrived >= issued_at_ns  # noqa: E731 -- a predicate read once below
-        resend = [c for arrived, c in self.recent_chunks if fresh(arrived) and c.epoch < epoch]
-        kept = [c for c in self.outbox if fresh(self.opened_at.get(c.sequence_id, 0))]
+    def keep_what_overtook(self, epoch: int, issued_at_ns: int, interrupted_turn: int = -1) -> None:
+        """Someone else interrupted. Text of the interrupted turn is stale, text of a later turn
+        is the next utterance. A sender that names no turns is judged by arrival: before the
+        barge-in was issued is stale, after it (it can overtake the broadcast) is next."""
+        def fresh(origin: tuple[int, int]) -> bool:
+            turn, arrived = origin
+            if interrupted_turn != -1:
+                return turn > interrupted_turn
+            return bool(issued_at_ns) and arrived >= issued_at_ns
+        resend = [c for origin, c in self.recent_chunks if fresh(origin) and c.epoch < epoch]
+        kept = [c for c in self.outbox if fresh(self.origin.get(c.sequence_id, (-1, 0)))]
         self.outbox.clear()
         self.outbox.extend(sorted(resend + kept, key=lambda c: c.sequence_id))
-        if not fresh(self.stream.opened_at_ns):
+        if not fresh((self.turns.latest, self.stream.opened_at_ns)):
             self.stream.reset()
             if not self.outbox:
                 self.utterance_id += 1
-        self.held_markers.extend(m for arrived, m in self.recent_markers if fresh(arrived))
+        self.held_markers.extend(m for origin, m in self.recent_markers if fresh(origin))
         if resend or kept:
             self.ctx.emit("retag", data={"chunks": [c.sequence_id for c in self.outbox], "issued_at_ns": issued_at_ns})
 
@@ -273,7 +320,7 @@ class Parser:
     def publish(self, events: list, received_ns: int) -> None:
         for event in events:
             if isinstance(event, ParsedMarker):
-                self.recent_markers.append((received_ns, event))
+                self.recent_markers.append(((self.turns.latest, received_ns), event))
                 if self.barge_requested_at is None:
                     self.send_marker(event)
                 else:
@@ -285,7 +332,7 @@ class Parser:
                                utterance_id=self.utterance_id)
 
     def queue_chunk(self, event: ParsedChunk, received_ns: int) -> None:
-        self.opened_at[event.sequence_id] = event.opened_at_ns
+        self.origin[event.sequence_id] = (self.turns.latest, event.opened_at_ns)
         chunk = TextChunk(
             epoch=self.ctx.epoch, utterance_id=self.utterance_id, sequence_id=event.sequence_id, text=event.text,
             boundary=event.boundary, final=event.final, marker_count=event.marker_count, window_tokens=event.tokens,

@@ -187,8 +187,8 @@ class ActorContext(ABC):
         """What the inbox holds now (bounded per call)."""
 
     @abstractmethod
-    def heartbeat(self, stats: dict) -> None:
-        """Called every loop turn: report liveness and ``stats`` when a beat is due."""
+    def heartbeat(self, stats: dict, force: bool = False) -> None:
+        """Called every loop turn: report liveness and ``stats`` when a beat is due (or now)."""
 
     def public_socket(self, kind: int, endpoint_name: str, **kwargs: Any) -> zmq.Socket:
         """A socket bound on a public endpoint: a CURVE server when ``security.curve_dir`` is
@@ -242,6 +242,8 @@ class ActorContext(ABC):
 
     def on_system(self, actor: Any, msg: Message) -> None:
         if isinstance(msg, BargeIn):
+            if msg.epoch > self.epoch and hasattr(actor, "on_turn_over"):
+                actor.on_turn_over(msg.turn)
             actor.on_epoch(msg.epoch, msg.reason, msg.issued_at_ns)
         elif isinstance(msg, ConfigUpdate):
             if msg.version > self.config_version:
@@ -548,10 +550,10 @@ class ProcessContext(ActorContext):
     def inbox_messages(self) -> list[Message]:
         return self.drain(self.inbox)
 
-    def heartbeat(self, stats: dict) -> None:
-        """Beats when due; stops the loop if the supervisor has gone."""
+    def heartbeat(self, stats: dict, force: bool = False) -> None:
+        """Beats when due (``force``: now); stops the loop if the supervisor has gone."""
         now = time.monotonic()
-        if now < self._next_beat:
+        if now < self._next_beat and not force:
             return
         self._next_beat = now + self.heartbeat_s
         if os.getppid() != self._parent:

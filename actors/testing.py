@@ -62,7 +62,7 @@ class RecordingContext(ActorContext):
         out, self.inbox_queue = self.inbox_queue, []
         return out
 
-    def heartbeat(self, stats: dict) -> None:
+    def heartbeat(self, stats: dict, force: bool = False) -> None:
         self.beats.append(stats)
 
     def socket(self, kind: int, **kwargs: Any) -> zmq.Socket:

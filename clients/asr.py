@@ -50,3 +50,22 @@ def word_changes(reference: str, hypothesis: str) -> dict:
         if op in ("insert", "replace"):
             added += j2 - j1
     return {"lost": lost, "added": added, "reference_words": len(ref), "heard_words": len(hyp)}
+
+
+def recording_audio(path) -> tuple[np.ndarray, int]:
+    """A recording's sound track: int16 mono samples and their rate (PyAV)."""
+    import av
+
+    with av.open(str(path)) as container:
+        rate = container.streams.audio[0].rate
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    if audio.dtype != np.int16:
+        audio = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
+    return audio, rate
+
+
+def heard_in_order(reference: str, hypothesis: str) -> float:
+    """The share of ``reference``'s words heard, in their order (longest common subsequence)."""
+    ref, hyp = words(reference), words(hypothesis)
+    matched = sum(block.size for block in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks())
+    return matched / max(len(ref), 1)

@@ -9,6 +9,7 @@ import msgpack
 import zmq
 
 from protocol import tokenize_like_llm
+from protocol.limits import INGRESS_KERNEL_BUFFER_BYTES, INGRESS_QUEUE_MESSAGES
 from protocol.security import secure_client
 from protocol.transport import make_socket
 
@@ -20,11 +21,15 @@ class Feeder:
 
     def __init__(self, endpoint: str, ctx: zmq.Context | None = None, curve: dict | None = None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = secure_client(make_socket(self.ctx, zmq.PUSH, hwm=1000, linger_ms=5000), curve)
+        self.sock = secure_client(make_socket(self.ctx, zmq.PUSH, hwm=INGRESS_QUEUE_MESSAGES, linger_ms=5000,
+                                              kernel_buffer=INGRESS_KERNEL_BUFFER_BYTES), curve)
         self.sock.connect(endpoint)
 
-    def token(self, text: str) -> None:
-        self.sock.send(text.encode("utf-8"))
+    def token(self, text: str, turn: int | None = None) -> None:
+        if turn is None:
+            self.sock.send(text.encode("utf-8"))
+        else:
+            self.control("token", text=text, turn=turn)
 
     def raw(self, frame: bytes) -> None:
         self.sock.send(frame)
@@ -32,8 +37,9 @@ class Feeder:
     def control(self, kind: str, **fields) -> None:
         self.sock.send(msgpack.packb({"type": kind, **fields}, use_bin_type=True))
 
-    def feed(self, tokens: Iterable[str], rate: float = 0.0, end: bool = True) -> int:
-        """Send tokens at ``rate`` tokens/s (0 = as fast as the pipeline takes them)."""
+    def feed(self, tokens: Iterable[str], rate: float = 0.0, end: bool = True, turn: int | None = None) -> int:
+        """Send tokens at ``rate`` tokens/s (0 = as fast as the pipeline takes them), as
+        ``turn`` when given (a barge-in of that turn drops what is still in flight)."""
         count = 0
         start = time.monotonic()
         for token in tokens:
@@ -41,10 +47,10 @@ class Feeder:
                 delay = start + count / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            self.token(token)
+            self.token(token, turn)
             count += 1
         if end:
-            self.control("end")
+            self.control("end", **({} if turn is None else {"turn": turn}))
         return count
 
     def close(self) -> None:

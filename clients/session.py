@@ -43,6 +43,18 @@ class Session:
         self._log_file = None
         self._stopped = False
 
+    @classmethod
+    def attach(cls, opened: dict, timeline_jsonl: str | Path | None = None, config_path: str | None = None) -> "Session":
+        """A session a session manager opened (its POST /sessions reply): this client feeds it,
+        watches its timeline and interrupts it; the manager starts and closes it."""
+        session = cls(config_path)
+        session.config["endpoints"].update(opened["endpoints"])
+        session.control = ControlClient(opened["endpoints"]["control"], token=opened["token"], curve=session.curve)
+        session.timeline = TimelineRecorder(opened["endpoints"]["timeline"], timeline_jsonl, curve=session.curve)
+        session.timeline.wait_connected(5)
+        session.opened = opened
+        return session
+
     @property
     def endpoints(self) -> dict:
         return self.config["endpoints"]

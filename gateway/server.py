@@ -28,7 +28,6 @@ audio keeps flowing; past ``client_drop_frames`` it is disconnected with the rea
 from __future__ import annotations
 
 import asyncio
-import hmac
 import io
 import json
 import os
@@ -45,6 +44,9 @@ import zmq.asyncio
 from aiohttp import web
 
 from actors.runtime import ActorContext
+
+from . import guard
+from .guard import allowed_hosts
 from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
 from protocol.control_endpoint import TOKEN_ENV, AsyncControlClient
 from protocol.names import GATEWAY
@@ -63,8 +65,6 @@ QUIET_STAGES = {"heartbeat", "credit", "send", "span", "render", "stitch", "read
 HOUSEKEEPING_S = 0.02
 #: Longest text POST /say takes.
 MAX_SAY_CHARS = 10_000
-#: The header a state-changing request carries the control token in.
-TOKEN_HEADER = "X-Personas-Token"
 
 
 @dataclass(eq=False)  # identity semantics: clients live in a set
@@ -75,16 +75,6 @@ class Client:
     dropped_video: int = 0
     lagging: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def allowed_hosts(host: str, port: int, extra: list[str] = ()) -> set[str]:
-    """The Host header values this server answers to: its bind address, the loopback names
-    when it is bound to loopback, and the names the operator lists in ``web.allowed_hosts``
-    (lower case, with the port)."""
-    names = {host, *extra}
-    if host in ("127.0.0.1", "::1", "localhost"):
-        names |= {"127.0.0.1", "localhost", "[::1]"}
-    return {f"{name}:{port}".lower() for name in names}
 
 
 def wav_header(sample_rate: int) -> bytes:
@@ -114,6 +104,9 @@ class Gateway:
         self.url = f"http://{self.cfg['host']}:{self.cfg['port']}/"
         self.clients: set[Client] = set()
         self.wav_listeners: set[asyncio.Queue] = set()
+        self.turn = 0  # the turn of the latest POST /say
+        self.feeds: set[asyncio.Task] = set()  # /say feeds running or waiting their turn
+        self.feeding = asyncio.Lock()
         self.counts = {"packets": 0, "clients": 0, "dropped_video": 0, "disconnected_slow": 0, "wav_listeners": 0}
         self.token = os.environ.get(TOKEN_ENV, "")
         self.curve = client_keys(ctx.config)  # the public endpoints it connects to may be CURVE servers
@@ -276,7 +269,7 @@ class Gateway:
         reason, on the timeline too; no request reaches a handler that would fail on it."""
         refusal = self.refusal(request)
         if refusal is None and request.method == "POST":
-            refusal = await self.body_refusal(request)
+            refusal = await guard.body_refusal(request)
         if refusal is not None:
             status, why = refusal
             self.ctx.emit("web_refused", "error", surface="http",
@@ -291,32 +284,8 @@ class Gateway:
             return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
 
     def refusal(self, request: web.Request) -> tuple[int, str] | None:
-        host = request.headers.get("Host", "")
-        if host.lower() not in self.hosts:
-            return 421, f"this server answers to {sorted(self.hosts)[0]}, not Host {host[:60]!r}"
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.lower() not in {f"http://{h}" for h in self.hosts}:
-            return 403, f"requests from other sites are refused (Origin {origin[:60]!r})"
-        if request.method == "POST" and not hmac.compare_digest(
-                request.headers.get(TOKEN_HEADER, "").encode(), self.token.encode()):
-            return 401, f"a POST needs the control token in {TOKEN_HEADER} (the page carries it)"
-        if request.method not in ("GET", "HEAD", "POST"):
-            return 405, f"{request.method} is not served"
-        return None
-
-    @staticmethod
-    async def body_refusal(request: web.Request) -> tuple[int, str] | None:
-        if request.content_type != "application/json":
-            return 415, f"POST bodies are application/json, not {request.content_type!r}"
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except web.HTTPRequestEntityTooLarge:
-            raise
-        except (ValueError, UnicodeDecodeError) as exc:
-            return 400, f"the body is not JSON ({str(exc)[:80]})"
-        if not isinstance(body, dict):
-            return 400, "the body must be a JSON object"
-        return None
+        return guard.refusal(request, self.hosts, self.token, needs_token=request.method == "POST",
+                             methods=("GET", "HEAD", "POST"))
 
     async def favicon(self, _request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -411,16 +380,25 @@ class Gateway:
         text = text.strip() if isinstance(text, str) else ""
         if not text or len(text) > MAX_SAY_CHARS:
             raise web.HTTPBadRequest(text=f"give 1..{MAX_SAY_CHARS} characters of 'text'")
-        asyncio.ensure_future(self.feed(text))
-        return web.json_response({"ok": True, "chars": len(text)})
+        self.turn += 1
+        self.feeds.add(asyncio.ensure_future(self.feed(text, self.turn)))
+        return web.json_response({"ok": True, "chars": len(text), "turn": self.turn})
 
-    async def feed(self, text: str) -> None:
-        rate = float(self.cfg["say_rate"])
-        for token in tokenize_like_llm(text, seed=int(time.time())):
-            await self.ingress.send(token.encode())
-            await asyncio.sleep(1 / rate)
-        await self.ingress.send(msgpack.packb({"type": "end"}))
+    async def feed(self, text: str, turn: int) -> None:
+        """One /say is one turn; turns are fed one after another, never interleaved."""
+        try:
+            async with self.feeding:
+                rate = float(self.cfg["say_rate"])
+                for token in tokenize_like_llm(text, seed=int(time.time())):
+                    await self.ingress.send(msgpack.packb({"type": "token", "text": token, "turn": turn}))
+                    await asyncio.sleep(1 / rate)
+                await self.ingress.send(msgpack.packb({"type": "end", "turn": turn}))
+        finally:
+            self.feeds.discard(asyncio.current_task())
 
     async def barge_in(self, _request: web.Request) -> web.Response:
+        """Interrupt the turn being spoken; the turns still waiting to be fed are not fed."""
+        for task in list(self.feeds):
+            task.cancel()
         await self.ingress.send(msgpack.packb({"type": "barge_in"}))
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "turn": self.turn})

@@ -47,6 +47,7 @@ CHOICES = {
     "device.dtype": ("auto", "float16", "float32"),
     "persona.mode": ("close_up", "medium"),
     "supervisor.warm_spares": ACTOR_NAMES,
+    "sessions.warm_spares": ACTOR_NAMES,
 }
 #: Inclusive ranges of the numeric keys. The bounds are what the system can honour on one
 #: machine (a 3000-pixel frame or a 0 fps clock is a mistake, not a wish); every number is
@@ -74,6 +75,10 @@ RANGES = {
     "supervisor.heartbeat_s": (0.05, 60), "supervisor.liveness": (1, 100), "supervisor.max_restarts": (0, 10_000),
     "supervisor.restart_window_s": (1, 86400), "supervisor.ready_timeout_s": (1, 3600),
     "supervisor.stop_timeout_s": (0.1, 600), "supervisor.linger_ms": (0, 60_000), "supervisor.stuck_after_s": (1, 3600),
+    "sessions.port": (0, 65535), "sessions.idle_timeout_s": (1, 7 * 86400), "sessions.start_timeout_s": (1, 3600),
+    "sessions.max_sessions": (0, 10_000), "sessions.cpu_per_session": (0, 1024), "sessions.cpu_budget": (0, 4096),
+    "sessions.memory_budget_mb": (0, 16_777_216), "sessions.retry_after_s": (1, 3600),
+    "sessions.ray_cpus_per_session": (0.01, 1024),
 }
 #: Keys that must hold in relation to each other: (smaller, larger) - the first below the second.
 ORDERED = (("controller.comfort_low_ms", "controller.comfort_high_ms"),
@@ -207,6 +212,25 @@ def _coerce(default: Any, value: Any, name: str) -> Any:
         raise ConfigError(f"{name} must be a list of {type(default[0]).__name__}")
     check_value(name, value)
     return value
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def to_toml(sections: dict) -> str:
+    """``{section: {key: value}}`` as a TOML config file (the form `up --config` reads)."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def to_env(config: dict) -> str:

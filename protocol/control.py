@@ -12,12 +12,14 @@ from .envelope import Message, register
 @register
 @dataclass(frozen=True)
 class BargeIn(Message):
-    """Everything older than ``epoch`` is stale: drop it now."""
+    """Everything older than ``epoch`` is stale: drop it now. ``turn``: the sender's turn it
+    interrupts (protocol/ingress.py; -1 = the latest), whose tokens still in flight are dropped."""
 
     TYPE = "barge_in"
     epoch: int
     reason: str = ""
     issued_at_ns: int = 0
+    turn: int = -1
 
 
 @register

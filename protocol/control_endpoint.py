@@ -42,10 +42,11 @@ TOKEN_ENV = "PERSONAS_TOKEN"
 STATE_DIR = Path("~/.local/state/personas")
 
 
-def token_path(endpoint: str) -> Path:
+def token_path(endpoint: str, state_dir: str | os.PathLike | None = None) -> Path:
     """The token file of the supervisor bound at ``endpoint`` (one per control endpoint, so
-    several systems on one machine do not share a secret)."""
-    base = Path(os.environ.get("PERSONAS_STATE_DIR") or STATE_DIR).expanduser()
+    several systems on one machine do not share a secret), under ``state_dir`` (default:
+    $PERSONAS_STATE_DIR, else ~/.local/state/personas)."""
+    base = Path(state_dir or os.environ.get("PERSONAS_STATE_DIR") or STATE_DIR).expanduser()
     return base / f"control-{re.sub(r'[^A-Za-z0-9.-]+', '_', endpoint)}.token"
 
 
@@ -60,10 +61,10 @@ def new_token(endpoint: str) -> tuple[str, Path]:
     return token, path
 
 
-def read_token(endpoint: str) -> str:
+def read_token(endpoint: str, state_dir: str | os.PathLike | None = None) -> str:
     """The token of the supervisor at ``endpoint`` ("" when this user cannot read it)."""
     try:
-        return token_path(endpoint).read_text().strip()[:200]
+        return token_path(endpoint, state_dir).read_text().strip()[:200]
     except OSError:
         return ""
 

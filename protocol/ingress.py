@@ -4,7 +4,12 @@ One single-frame ZMQ message per item:
 
 * valid UTF-8 text (not starting with a msgpack map marker) -> one token;
 * a msgpack map -> a control message: ``{"type": "token", "text": str}``,
-  ``{"type": "end"}`` or ``{"type": "barge_in"}``.
+  ``{"type": "end"}`` or ``{"type": "barge_in"}``, each with an optional ``"turn": int``.
+
+A turn is one LLM reply, numbered by its sender (any increasing integers). Once a turn has
+ended (``end``) or been interrupted (``barge_in``, from here or the control endpoint),
+tokens of it that are still in flight are dropped on arrival, so text queued before an
+interrupt is never spoken after it. A plain UTF-8 frame belongs to the sender's latest turn.
 
 A frame whose first byte is a msgpack map marker is tried as msgpack first and falls
 back to UTF-8 (a map marker is never a valid UTF-8 start byte except 0xDE/0xDF, whose
@@ -39,26 +44,37 @@ def speakable(text: str) -> tuple[str, int]:
     return _CONTROL.sub(lambda m: _KEPT_CONTROLS.get(m.group(), ""), text), changed - text.count("\n")
 
 
+#: ``turn`` of an item that names none: it belongs to the sender's latest turn.
+LATEST_TURN = -1
+#: Turn numbers are sender-chosen, within what msgpack and every language's integers hold.
+MAX_TURN = 2**53
+
+
 @dataclass(frozen=True)
 class IngressToken:
     text: str
     #: Control characters taken out of it (see :func:`speakable`).
     removed: int = 0
+    turn: int = LATEST_TURN
 
     @classmethod
-    def of(cls, text: str) -> "IngressToken":
+    def of(cls, text: str, turn: int = LATEST_TURN) -> "IngressToken":
         clean, removed = speakable(text)
-        return cls(clean, removed)
+        return cls(clean, removed, turn)
 
 
 @dataclass(frozen=True)
 class IngressEnd:
     """End of the LLM turn: flush what is buffered as the last chunk."""
 
+    turn: int = LATEST_TURN
+
 
 @dataclass(frozen=True)
 class IngressBargeIn:
-    """The user interrupted: stop speaking now."""
+    """The user interrupted: stop speaking now; the turn (default: the latest) is over."""
+
+    turn: int = LATEST_TURN
 
 
 IngressItem = IngressToken | IngressEnd | IngressBargeIn
@@ -85,17 +101,26 @@ def parse_ingress(frames: list[bytes]) -> IngressItem:
         raise ProtocolError("malformed", f"ingress frame is neither UTF-8 text nor a msgpack map ({exc.reason} at byte {exc.start})") from None
 
 
+def turn_of(value) -> int:
+    """A turn number as sent (absent = the latest turn); anything else is a ProtocolError."""
+    if value is None:
+        return LATEST_TURN
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TURN:
+        raise ProtocolError("malformed", f"'turn' must be an integer in 0..2**53, got {brief(value)}")
+    return value
+
+
 def _control(header: dict) -> IngressItem:
     kind = header.get("type")
     if kind == "token":
         text = header.get("text")
         if not isinstance(text, str):
             raise ProtocolError("malformed", "token message needs a string 'text'")
-        return IngressToken.of(text)
+        return IngressToken.of(text, turn_of(header.get("turn")))
     if kind == "end":
-        return IngressEnd()
+        return IngressEnd(turn_of(header.get("turn")))
     if kind == "barge_in":
-        return IngressBargeIn()
+        return IngressBargeIn(turn_of(header.get("turn")))
     raise ProtocolError("unknown_type", f"unknown ingress message type {brief(kind)}")
 
 

@@ -20,6 +20,11 @@ SOCKET_MAX_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES
 INGRESS_MAX_BYTES = 64 * 1024
 #: Ingress hard cap (ZMQ_MAXMSGSIZE): above this libzmq disconnects the sender.
 INGRESS_SOCKET_MAX_BYTES = 1024 * 1024
+#: What may wait for a parser that stopped reading (it is full): messages in ZeroMQ's queue,
+#: and bytes in the kernel's buffer per connection. Past that a sender's PUSH blocks,
+#: instead of megabytes of text queueing where a barge-in or a close cannot reach them.
+INGRESS_QUEUE_MESSAGES = 100
+INGRESS_KERNEL_BUFFER_BYTES = 64 * 1024
 
 #: Deepest nesting of maps and arrays in a header (ours need 4): a deeper one is refused
 #: before anything walks it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import zmq
 
 from .envelope import Message, decode, encode
@@ -15,12 +17,17 @@ def make_socket(
     max_bytes: int = SOCKET_MAX_BYTES,
     hwm: int = 1000,
     linger_ms: int = 200,
+    kernel_buffer: int = 0,
 ) -> zmq.Socket:
-    """A socket with ZMQ_MAXMSGSIZE, bounded high-water marks and bounded LINGER.
+    """A socket with ZMQ_MAXMSGSIZE, bounded high-water marks and bounded LINGER (and, when
+    ``kernel_buffer`` is given, that SO_SNDBUF / SO_RCVBUF per connection).
 
     HWMs are a safety net behind credit-based flow control, never the mechanism.
     """
     sock = context.socket(kind)
+    if kernel_buffer:
+        sock.setsockopt(zmq.SNDBUF, kernel_buffer)
+        sock.setsockopt(zmq.RCVBUF, kernel_buffer)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -37,3 +44,16 @@ def send(sock: zmq.Socket, msg: Message, *, flags: int = 0) -> None:
 def recv(sock: zmq.Socket, *, flags: int = 0) -> Message:
     """Receive and decode one message (raises ProtocolError for bad input)."""
     return decode(sock.recv_multipart(flags=flags, copy=False))
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports on ``host`` that were free a moment ago (held open together)."""
+    sockets, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((host, 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports

@@ -67,6 +67,8 @@ KILL_WAIT_S = 0.5
 DESCRIBE_TIMEOUT_S = 1.0
 #: Checks (a registry lookup) waiting for the worker thread at once; one may take ANSWER_WITHIN_S.
 MAX_LATER = 4
+#: Set to "1" by whoever starts a supervisor that must not outlive it (the session manager).
+EXIT_WITH_PARENT_ENV = "PERSONAS_EXIT_WITH_PARENT"
 #: The module each process runs as (``python -m ...``).
 PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, GATEWAY: ("gateway",)}
 
@@ -133,7 +135,10 @@ class Arbiter:
         self._awaiting_ack: set[str] = set()  # actors yet to acknowledge the current epoch
         self._barge_issued_ns = 0
         self._barge_first_sent = self._barge_sent_at = 0.0
-        self._barge_reason = ""
+        self._barge_reason, self._barge_turn = "", -1
+        self._at_stop: list[tuple[bytes, commands.AtStop]] = []  # `down` callers waiting for the end
+        # A session manager's supervisor stops with its parent (0: a `personas-supervisor up` outlives its shell).
+        self._parent = os.getppid() if os.environ.get(EXIT_WITH_PARENT_ENV) == "1" else 0
         self._describe_id = 0
         self._describing: list[DescribeRound] = []
         self._checks: list = []  # (identity, Later, future, deadline): replies waiting on the worker
@@ -257,6 +262,8 @@ class Arbiter:
             if now >= next_check:
                 next_check = now + CHECK_S
                 self._check_actors(now)
+                if self._parent and os.getppid() != self._parent:  # the session manager (or its host) is gone
+                    self.request_stop("the process that started this supervisor is gone")
         if stop.is_set() and not self.stop_reason:
             self.stop_reason = "signal"
 
@@ -382,11 +389,14 @@ class Arbiter:
             except subprocess.TimeoutExpired:
                 LOG.warning("pid %d ignored SIGTERM; killing", proc.pid)
                 _kill_tree(proc, 0)
+        self._drain_health()  # the parser's last beat counts what it was sent and will not speak
         for watcher in self.watchers.values():
             if watcher.state != "failed":
                 watcher.state = "stopped"
         # The last event of every timeline: all actors have exited, so nothing of theirs follows.
-        self._emit("supervisor_stopped", data={"reason": self.stop_reason or "stop", "exit_code": self.exit_code})
+        self._emit("supervisor_stopped", data={"reason": self.stop_reason or "stop", **self.stop_report()})
+        for identity, waiting in self._at_stop:
+            self._reply(identity, waiting.build())
         time.sleep(0.05)  # let the last timeline events through the proxy
         self._proxy_control.send(b"TERMINATE")
         self._proxy.join(2)
@@ -400,8 +410,9 @@ class Arbiter:
         LOG.info("stopped (%s)", self.stop_reason or "stop")
 
     # -- epochs ------------------------------------------------------------------------------------
-    def new_epoch(self, reason: str) -> int:
-        """Broadcast a new epoch; re-sent every BARGE_RESEND_S until every ready actor acks."""
+    def new_epoch(self, reason: str, turn: int = -1) -> int:
+        """Broadcast a new epoch (interrupting the sender's ``turn``, -1 = the latest); re-sent
+        every BARGE_RESEND_S until every ready actor acks."""
         self.recovery.cancel(f"new epoch: {reason}")
         self.epoch += 1
         self.ledger.on_epoch(self.epoch)
@@ -409,8 +420,8 @@ class Arbiter:
         self._awaiting_ack = {name for name, w in self.watchers.items() if w.state == "ready"}
         self._barge_issued_ns = time.monotonic_ns()
         self._barge_first_sent = self._barge_sent_at = now
-        self._barge_reason = reason
-        send(self.system, BargeIn(epoch=self.epoch, reason=reason, issued_at_ns=self._barge_issued_ns))
+        self._barge_reason, self._barge_turn = reason, turn
+        send(self.system, BargeIn(epoch=self.epoch, reason=reason, issued_at_ns=self._barge_issued_ns, turn=turn))
         self._emit("epoch", data={"epoch": self.epoch, "reason": reason, "awaiting": sorted(self._awaiting_ack)})
         return self.epoch
 
@@ -420,7 +431,8 @@ class Arbiter:
             self._awaiting_ack.clear()
             return
         self._barge_sent_at = now
-        send(self.system, BargeIn(epoch=self.epoch, reason=self._barge_reason, issued_at_ns=self._barge_issued_ns))
+        send(self.system, BargeIn(epoch=self.epoch, reason=self._barge_reason, issued_at_ns=self._barge_issued_ns,
+                                  turn=self._barge_turn))
 
     def _acknowledged(self, actor: str, epoch: int) -> None:
         if epoch != self.epoch or actor not in self._awaiting_ack:
@@ -550,6 +562,8 @@ class Arbiter:
                 self._describe(identity, reply)
             elif isinstance(reply, commands.Later):
                 self._later(identity, reply)
+            elif isinstance(reply, commands.AtStop):
+                self._at_stop.append((identity, reply))
             else:
                 self._reply(identity, reply)
 
@@ -627,6 +641,11 @@ class Arbiter:
             send(self.timeline, event, flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
+
+    def stop_report(self) -> dict:
+        """What the parser counted at its shutdown as sent to it and not spoken (if it could)."""
+        unspoken = self.watchers["parser"].stats.get("unspoken")
+        return {"exit_code": self.exit_code, **({"unspoken": unspoken} if unspoken else {})}
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason

@@ -80,15 +80,18 @@ def down(config_path, overrides, timeout) -> None:
 
     config = resolve_config(config_path, overrides)
     endpoint = config["endpoints"]["control"]
-    client = control_client(config)
-    status_reply = client.call("status")
-    if status_reply is None or client.call("down") is None:
+    status_reply = control_client(config).call("status")
+    if status_reply is None:
         raise click.ClickException(f"no supervisor answering at {endpoint}")
     pids = [status_reply["supervisor"]["pid"]] + [a["pid"] for a in status_reply["actors"].values() if a["pid"]]
+    waiting = ControlClient(endpoint, timeout_ms=int(timeout * 1000), curve=client_keys(config))
+    reply = waiting.call("down", wait=True) or {}
+    unspoken = reply.get("unspoken") or {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not any(_running(pid) for pid in pids):
-            click.echo("stopped")
+            click.echo("stopped" + (f"; not spoken: {unspoken['chars']} characters in {unspoken['chunks']} chunks, "
+                                    f"{unspoken['queued_messages']} ingress messages unread" if any(unspoken.values()) else ""))
             return
         time.sleep(0.1)
     raise click.ClickException(f"still running after {timeout:.0f}s: pids {[p for p in pids if psutil.pid_exists(p)]}")

@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 from protocol.config import LIVE_KEYS, get_key
 from protocol.control_endpoint import WRITE_COMMANDS, decode
 from protocol.envelope import ProtocolError, brief
+from protocol.ingress import turn_of
 
 
 @dataclass
@@ -34,7 +35,14 @@ class Later:
     then: Callable[[], dict]
 
 
-Reply = dict | Pending | Later
+@dataclass
+class AtStop:
+    """A reply sent once every actor has exited: ``build()`` then (what was left unspoken)."""
+
+    build: Callable[[], dict]
+
+
+Reply = dict | Pending | Later | AtStop
 
 
 class Supervised(Protocol):
@@ -46,10 +54,11 @@ class Supervised(Protocol):
     token: str
 
     def status(self) -> dict: ...
-    def new_epoch(self, reason: str) -> int: ...
+    def new_epoch(self, reason: str, turn: int = -1) -> int: ...
     def set_config(self, items: dict) -> dict | Later: ...
     def request_stop(self, reason: str) -> None: ...
     def refused(self, cmd: str, why: str) -> None: ...
+    def stop_report(self) -> dict: ...
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Supervised, dict], Reply]]] = {}
@@ -78,9 +87,13 @@ def actors(_supervisor: Supervised, _args: dict) -> Reply:
     return Pending(lambda descriptors: {"actors": descriptors})
 
 
-@command("barge_in", "start a new epoch: every actor drops older work")
+@command("barge_in", "start a new epoch: every actor drops older work (and the sender's tokens of `turn`)")
 def barge_in(supervisor: Supervised, args: dict) -> Reply:
-    return {"epoch": supervisor.new_epoch(str(args.get("reason", "control barge_in")))}
+    try:
+        turn = turn_of(args.get("turn"))
+    except ProtocolError as exc:
+        return {"ok": False, "error": exc.detail}
+    return {"epoch": supervisor.new_epoch(str(args.get("reason", "control barge_in")), turn), "turn": turn}
 
 
 @command("config_get", "the running configuration, or one section / key")
@@ -108,9 +121,12 @@ def adapters(_supervisor: Supervised, _args: dict) -> Reply:
     return Pending(build)
 
 
-@command("down", "stop every actor gracefully, then the supervisor")
+@command("down", "stop every actor gracefully, then the supervisor (`wait`: answer once all have exited, "
+                 "with the text that will not be spoken)")
 def down(supervisor: Supervised, args: dict) -> Reply:
     supervisor.request_stop(str(args.get("reason", "down")))
+    if args.get("wait") is True:
+        return AtStop(lambda: {"ok": True, "state": "stopped", **supervisor.stop_report()})
     return {"state": "stopping"}
 
 
@@ -132,7 +148,7 @@ def handle(supervisor: Supervised, body: bytes) -> Reply:
         reply = COMMANDS[name][1](supervisor, request)
     except Exception as exc:  # a failing command must not take the supervisor down
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    return reply if isinstance(reply, (Pending, Later)) else {"ok": True, **reply}
+    return reply if isinstance(reply, (Pending, Later, AtStop)) else {"ok": True, **reply}
 
 
 def finish_later(later: Later) -> dict:

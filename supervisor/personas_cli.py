@@ -164,6 +164,49 @@ main.add_command(persona_cli.persona)
 main.add_command(persona_cli.registry)
 
 
+@main.command(help="Run the session manager: many conversations, each its own supervisor and actors "
+                   "(HTTP API on sessions.host:sessions.port; INTERFACES.md §13).")
+@click.option("--ray", "ray_address", default="", metavar="auto|ADDRESS",
+              help="place sessions on this Ray cluster (pip install personas[ray]) instead of this machine")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="sessions, tokens and the capacity measurement (default: $PERSONAS_STATE_DIR or ~/.local/state/personas)")
+@OPTION_CONFIG
+@OPTION_SET
+def serve(ray_address, state_dir, config_path, overrides) -> None:
+    import asyncio
+    import os
+    import signal
+
+    from actors.runtime import setup_logging
+    from protocol.control_endpoint import STATE_DIR
+    from sessions.manager import SessionManager
+
+    config = resolve_config(config_path, overrides)
+    state = Path(state_dir or os.environ.get("PERSONAS_STATE_DIR") or STATE_DIR).expanduser()
+    os.environ["PERSONAS_STATE_DIR"] = str(state)  # the manager's token file lives there too
+    setup_logging("sessions")
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            manager = SessionManager(config, state, ray_address)
+        except (ValueError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+        def ready(m: SessionManager) -> None:
+            cap = m.capacity()
+            click.echo(f"session manager on {m.endpoint} ({m.placement.kind}); capacity {cap['sessions']} sessions "
+                       f"({cap['cpu_per_session']:g} cores each, {cap['source']})", err=False)
+            click.echo(f"manager token in {m.token_file} (header X-Personas-Token)")
+
+        await manager.serve(ready, stop)
+
+    asyncio.run(main_loop())
+
+
 @main.group(help="CURVE keys for endpoints bound beyond loopback.")
 def keys() -> None:
     pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -210,6 +211,67 @@ def test_parser_barge_in_waits_for_its_epoch_then_sends_the_new_turn_in_it(confi
         parser.step()
         new = ctx.of_type("tts", TextChunk)[-1]
         assert new.text.strip() == "New turn." and new.epoch == 1
+
+
+def turn_message(kind: str, turn: int, text: str | None = None) -> list[bytes]:
+    return [msgpack.packb({"type": kind, "turn": turn, **({"text": text} if text is not None else {})})]
+
+
+def test_parser_drops_tokens_of_an_interrupted_turn_still_in_flight_and_keeps_the_next_turn(config):
+    """A burst of turn 3 queued before its barge-in (ingress, then control) is never spoken;
+    turn 4, sent after, is; the drop is counted on the timeline."""
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=0, amount=4, unit="chunks"))
+        parser.on_ingress(turn_message("token", 3, "First words of three."))
+        parser.step()
+        parser.on_ingress(turn_message("barge_in", 3))
+        for word in ["Queued", " before", " the", " interrupt."] * 50:  # the burst in the socket buffers
+            parser.on_ingress(turn_message("token", 3, word))
+        parser.on_ingress(turn_message("end", 3))
+        parser.on_ingress(turn_message("token", 4, "Turn four is spoken."))
+        parser.on_ingress(turn_message("end", 4))
+        ctx.on_system(parser, BargeIn(epoch=1, reason="parser: ingress barge_in"))
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=1, amount=4, unit="chunks"))
+        time.sleep(0.3)  # past the report interval
+        parser.step()
+        spoken = [c.text.strip() for c in ctx.of_type("tts", TextChunk) if c.epoch == 1 and c.text.strip()]
+        assert spoken == ["Turn four is spoken."]
+        dropped = [e["data"] for e in ctx.events_of("ingress", "drop")]
+        assert dropped and dropped[-1]["turn"] == 3 and dropped[-1]["tokens"] == 201  # 200 tokens and the end
+
+        # Interrupted from the control endpoint: the broadcast names the turn; text of turn 5
+        # that arrived before it is dropped, turn 6 that overtook it is kept.
+        parser.on_ingress(turn_message("token", 5, "Five is interrupted."))
+        parser.on_ingress(turn_message("token", 6, "Six overtook the broadcast."))
+        ctx.on_system(parser, BargeIn(epoch=2, reason="control", issued_at_ns=time.monotonic_ns(), turn=5))
+        parser.on_ingress(turn_message("token", 5, " Late five."))
+        parser.on_ingress(turn_message("end", 6))
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=2, amount=4, unit="chunks"))
+        parser.step()
+        assert [c.text.strip() for c in ctx.of_type("tts", TextChunk) if c.epoch == 2 and c.text.strip()] == ["Six overtook the broadcast."]
+
+
+def test_parser_refuses_a_bad_turn_and_ignores_a_stale_barge_in(config):
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        parser.on_ingress([msgpack.packb({"type": "token", "text": "x", "turn": -5})])
+        parser.on_ingress([msgpack.packb({"type": "token", "text": "x", "turn": "seven"})])
+        assert [e["data"]["code"] for e in ctx.events_of("ingress", "error")] == ["malformed", "malformed"]
+        parser.on_ingress(turn_message("token", 8, "Eight."))
+        parser.on_ingress(turn_message("barge_in", 7))
+        assert not any(isinstance(r, EpochRequest) for r in ctx.requests)
+        assert ctx.events_of("ingress", "warn")[-1]["data"]["code"] == "stale_barge_in"
+
+
+def test_parser_counts_what_it_will_not_speak_at_shutdown(config):
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        feed(ctx, parser, "A sentence that never got credit.", " And half of")
+        parser.report_unspoken()
+        unspoken = ctx.events_of("unspoken", "drop")[-1]["data"]
+        assert unspoken["chunks"] == 1 and unspoken["chars"] == len("A sentence that never got credit. And half of")
+        assert ctx.beats[-1]["unspoken"] == unspoken
 
 
 # -- driver -------------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Which of a sender's turns are over, and what still arrived for them.
+
+A sender numbers its turns (protocol/ingress.py). Once a turn has ended or was interrupted,
+its tokens still in flight (in ZeroMQ's queues and the kernel's buffers when the barge-in
+overtook them) are dropped on arrival and counted, so nothing queued before an interrupt
+is spoken after it. Items that name no turn belong to the latest one named; a sender that
+never names one keeps the arrival-time rule of :meth:`actors.parser.Parser.keep_what_overtook`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from protocol.ingress import LATEST_TURN
+
+#: Dropped tokens are reported on the timeline at most this often (per turn, with totals).
+REPORT_EVERY_S = 0.25
+
+
+class TurnGate:
+    def __init__(self) -> None:
+        self.latest = LATEST_TURN  # the highest turn a sender named
+        self.over_through = LATEST_TURN  # every turn up to this one is over
+        self.dropped: dict[int, list[int]] = {}  # turn -> [items, chars], not yet reported in full
+        self.reported_at = 0.0
+        self.unreported = False
+
+    def resolve(self, turn: int) -> int:
+        return self.latest if turn == LATEST_TURN else turn
+
+    def admits(self, turn: int, chars: int = 0) -> bool:
+        """True when an item of ``turn`` is to be parsed; counts it as dropped otherwise."""
+        turn = self.resolve(turn)
+        if turn == LATEST_TURN or turn > self.over_through:
+            self.latest = max(self.latest, turn)
+            return True
+        counts = self.dropped.setdefault(turn, [0, 0])
+        counts[0] += 1
+        counts[1] += chars
+        self.unreported = True
+        return False
+
+    def end(self, turn: int) -> int:
+        """``turn`` is over (its end, or an interrupt); returns the turn it resolved to."""
+        turn = self.resolve(turn)
+        self.over_through = max(self.over_through, turn)
+        return turn
+
+    def report(self, now: float | None = None) -> list[dict]:
+        """What was dropped since the last report, per turn (totals so far), at most every
+        REPORT_EVERY_S; turns older than the latest one over are reported once more and forgotten."""
+        now = time.monotonic() if now is None else now
+        if not self.unreported or now - self.reported_at < REPORT_EVERY_S:
+            return []
+        self.reported_at, self.unreported = now, False
+        records = [{"turn": turn, "tokens": n, "chars": chars} for turn, (n, chars) in sorted(self.dropped.items())]
+        for turn in [t for t in self.dropped if t < self.over_through]:
+            del self.dropped[turn]
+        return records
