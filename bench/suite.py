@@ -20,6 +20,7 @@ from clients.session import Session
 
 from .fault_bench import faults, table_rows as fault_rows  # noqa: F401 -- `personas bench faults` runs it from here
 from .fuzz_bench import fuzz, table_rows as fuzz_rows  # noqa: F401 -- `personas bench fuzz` runs it from here
+from .sessions_bench import sessions, table_rows as sessions_rows  # noqa: F401 -- `personas bench sessions`
 from .persona_bench import persona, table_rows as persona_rows  # noqa: F401 -- `personas bench persona` runs it from here
 
 TTFF_SCRIPT = ("Hello there, it is good to see you again. I have a few things to tell you about today, "
@@ -442,4 +443,6 @@ def markdown_table(results: dict) -> str:
         rows += fault_rows(results["faults"])
     if "fuzz" in results:
         rows += fuzz_rows(results["fuzz"])
+    if "sessions" in results:
+        rows += sessions_rows(results["sessions"])
     return "\n".join(rows)

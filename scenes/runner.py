@@ -16,7 +16,7 @@ from clients.views import plot
 from .harness import ARTIFACTS, Scene
 
 SCENES = ("breathing_room", "long_read", "mid_stream_swap", "barge_in", "throttle_recover", "persona_script",
-          "cold_start", "fault")
+          "cold_start", "fault", "concurrency")
 
 
 def run_scenes(names: list[str], adapters: list[str], quick: bool, echo=print) -> list[dict]:

@@ -108,10 +108,13 @@ class SessionManager:
         cores, memory = cpu_budget(self.config), memory_budget_mb(self.config)
         fits = session_capacity(cores, memory, cost)
         limit = int(self.cfg["max_sessions"])
-        return {"sessions": min(fits, limit) if limit else fits, "cpu_per_session": cost.cpu,
-                "rss_mb_per_session": cost.rss_mb, "cpu_budget": cores, "memory_budget_mb": round(memory),
-                "source": cost.source, "placement": self.placement.kind,
-                "active": len(self.sessions) + len(self.opening)}
+        figures = {"sessions": min(fits, limit) if limit else fits, "cpu_per_session": cost.cpu,
+                   "rss_mb_per_session": cost.rss_mb, "cpu_budget": cores, "memory_budget_mb": round(memory),
+                   "source": cost.source, "placement": self.placement.kind,
+                   "active": len(self.sessions) + len(self.opening)}
+        if self.placement.kind == "ray":  # Ray places by the CPU each session declares, on the cluster's nodes
+            figures.update(self.placement.describe())
+        return figures
 
     def refusal(self) -> str:
         """"" when one more session fits, else why not."""
@@ -145,7 +148,8 @@ class SessionManager:
         now = time.monotonic()
         self.sessions[session_id] = Live(session_id, handle, info, now, now)
         self.event("opened", session_id, node=info.get("node"), endpoints=info["endpoints"])
-        return {**self.sessions[session_id].summary(), "token": info["token"], "recording": info.get("recording", "")}
+        return {**self.sessions[session_id].summary(), "token": info["token"], "recording": info.get("recording", ""),
+                "pid": info.get("pid")}
 
     async def close(self, session_id: str, reason: str) -> dict:
         live = self.sessions.pop(session_id)

@@ -106,9 +106,12 @@ class RayPlacement:
                     f"({len(free)} nodes alive)")
         return ""
 
-    def nodes(self) -> list[dict]:
-        return [{"node_id": n["NodeID"], "alive": n["Alive"], "address": n.get("NodeManagerAddress"),
-                 "port": n.get("NodeManagerPort"), "resources": n.get("Resources", {})} for n in self.ray.nodes()]
+    def describe(self) -> dict:
+        nodes = [{"node_id": n["NodeID"], "alive": n["Alive"], "address": n.get("NodeManagerAddress"),
+                  "port": n.get("NodeManagerPort"), "resources": n.get("Resources", {})} for n in self.ray.nodes()]
+        return {"nodes": nodes, "head_node": self.ray.get_runtime_context().get_node_id(),
+                "cpu_per_session": self.cpu, "cluster_cpu_free": self.ray.available_resources().get("CPU", 0.0),
+                "sessions": int(self.ray.cluster_resources().get("CPU", 0.0) // self.cpu)}
 
     def shutdown(self) -> None:
         self.ray.shutdown()

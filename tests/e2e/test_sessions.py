@@ -39,8 +39,10 @@ def manager(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("manager")
     # Piper alone: three sessions on two cores slow its synthesis past the stall deadline, and
     # the espeak fallback's voice is one PocketSphinx hears poorly (the words are what is judged).
+    # Three at once is one more than `bench sessions` measured this machine to sustain without an
+    # underflow (configs/capacity.json): the test asks for it (cpu_per_session) to show isolation.
     sections = {"web": {"enabled": False}, "tts": {"fallback": ""},
-                "sessions": {"max_sessions": 3, "retry_after_s": 7}}
+                "sessions": {"max_sessions": 3, "cpu_per_session": 0.6, "retry_after_s": 7}}
     with running_manager(workdir, sections) as client:
         yield client
 
