@@ -21,7 +21,9 @@ MAX_WER = 0.5
 
 
 def run(scene: Scene) -> None:
-    own = {name: set(words(text)) - set().union(*(set(words(t)) for n, t in SCRIPTS.items() if n != name))
+    # Words of four letters or more only one script has (ASR mishears short ones into anything).
+    own = {name: {w for w in words(text) if len(w) >= 4} - set().union(*(set(words(t)) for n, t in SCRIPTS.items()
+                                                                          if n != name))
            for name, text in SCRIPTS.items()}
     sections = {"web": {"enabled": False}, "tts": {"fallback": ""}}
     with running_manager(scene.dir / "manager", sections) as manager:
@@ -48,10 +50,10 @@ def run(scene: Scene) -> None:
         windows[name] = (min(speech), max(speech)) if speech else (0, 0)
         underflows = sum(e["stage"] == "present" and e["result"] == "underflow" for e in events)
         scene.check(f"{name}: no underflow while the other speaks", underflows == 0, underflows, "0")
-        starts = [e for e in events if e["stage"] == "supervisor_start"]
-        ingress = {e["data"]["config"]["endpoints"]["ingress"] for e in starts}
-        scene.check(f"{name}: its timeline is its own session's", ingress == {opened[name]["endpoints"]["ingress"]},
-                    sorted(ingress), f"one supervisor, at {opened[name]['endpoints']['ingress']}")
+        chunk_ids = [e["chunk_id"] for e in events if e["stage"] == "parse"]
+        stops = sum(e["stage"] == "supervisor_stopped" for e in events)
+        scene.check(f"{name}: its timeline is one session's", chunk_ids == list(range(len(chunk_ids))) and stops == 1,
+                    f"chunks {chunk_ids}, {stops} supervisor stop", "chunks 0..n-1 once each (one parser), one supervisor")
         foreign = [e["data"]["text"] for e in events if e["stage"] == "parse"
                    and set(words(e["data"]["text"])) & set().union(*(own[o] for o in own if o != name))]
         scene.check(f"{name}: no text of the other session on its timeline", not foreign, foreign[:2], "none")
@@ -64,7 +66,33 @@ def run(scene: Scene) -> None:
                     f">= {MIN_HEARD_IN_ORDER} in order, WER <= {MAX_WER}")
         others = [w for w in words(heard) if any(w in own[o] for o in own if o != name)]
         scene.check(f"{name}: none of the other script's words in its recording", not others, others, "none")
+    write_artifacts(scene, sessions, reports)
     (a0, a1), (b0, b1) = windows.values()
     overlap = max(0, min(a1, b1) - max(a0, b0)) / max(1, min(a1 - a0, b1 - b0))
     scene.check("the two spoke at the same time", overlap > 0.5, f"{overlap:.0%} of the shorter speech overlapped",
                 "> 50 %")
+
+
+def write_artifacts(scene: Scene, sessions: dict, reports: dict) -> None:
+    """The scene's usual artefacts for two sessions: one timeline (each event tagged with its
+    session), the two sound tracks as the two channels of audio.wav, each recording, one plot."""
+    import json
+    import shutil
+
+    import numpy as np
+    import soundfile
+
+    from clients.views import plot
+
+    with open(scene.dir / "timeline.jsonl", "w") as out:
+        for name, s in sessions.items():
+            for event in s.timeline.events:
+                out.write(json.dumps({**event, "session": name}, default=str) + "\n")
+    tracks = [recording_audio(reports[name]["recording"]) for name in sessions]
+    length = max(len(a) for a, _ in tracks)
+    stereo = np.stack([np.pad(a, (0, length - len(a))) for a, _ in tracks], axis=1)
+    soundfile.write(scene.dir / "audio.wav", stereo, tracks[0][1], subtype="PCM_16")
+    for i, name in enumerate(sessions):
+        shutil.copy(reports[name]["recording"], scene.dir / ("video.mp4" if i == 0 else f"video-{name}.mp4"))
+    first = next(iter(sessions.values()))
+    plot(first.timeline.events, scene.dir / "plot.png", title=f"scene: {scene.name} ({next(iter(sessions))})")

@@ -1,4 +1,4 @@
-"""Each of the eight scenes in --quick mode, one test apiece: the behavioural gate of
+"""Each of the nine scenes in --quick mode, one test apiece: the behavioural gate of
 `make test`. (`personas scenes run --all` is the full gate: a 5-minute Long Read and more
 interruptions.)"""
 

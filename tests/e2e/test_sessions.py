@@ -26,8 +26,10 @@ TEXTS = {
 INTERRUPTED = "Before the interruption I talk about gardens and flowers and roses and tulips for a very long time. " * 3
 #: All each session is sent (the fish session is interrupted first).
 SCRIPTS = {**TEXTS, "fish": INTERRUPTED + TEXTS["fish"]}
-#: Words only one session is sent: another session's timeline and recording hold none of them.
-OWN = {name: set(words(text)) - set().union(*(set(words(t)) for n, t in SCRIPTS.items() if n != name))
+#: Words of four letters or more only one session is sent (ASR mishears short ones into anything):
+#: another session's timeline and recording hold none of them.
+OWN = {name: {w for w in words(text) if len(w) >= 4} - set().union(*(set(words(t)) for n, t in SCRIPTS.items()
+                                                                    if n != name))
        for name, text in SCRIPTS.items()}
 #: PocketSphinx on Piper's voice hears most words (a WER of 0.1-0.35 alone); what mixing would
 #: break is the order and the absence of another script's words.
@@ -138,11 +140,16 @@ def test_the_manager_refuses_requests_without_its_token(manager):
     assert bad.value.status == 400
 
 
-def test_an_idle_session_is_reaped_with_an_event(tmp_path):
-    sections = {"web": {"enabled": False}, "sessions": {"idle_timeout_s": 3}}
+def test_a_session_has_its_own_page_and_an_idle_one_is_reaped_with_an_event(tmp_path):
+    import urllib.request
+
+    sections = {"sessions": {"idle_timeout_s": 3}}  # the web page on: each session serves its own
     with running_manager(tmp_path, sections) as manager:
         info = manager.open()
         started = time.monotonic()
+        with urllib.request.urlopen(f"{manager.url}/s/{info['id']}/", timeout=10) as page:  # 307 to the session's page
+            assert page.status == 200 and page.url == info["web_url"]
+            assert info["token"].encode() in page.read()  # the page carries its session's token, not another's
         event = manager.wait_event(lambda e: e["event"] == "closed" and e["session"] == info["id"], 60)
         assert event is not None and event["reason"].startswith("idle for 3 s")
         assert time.monotonic() - started < 30
