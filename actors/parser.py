@@ -110,7 +110,7 @@ class Parser:
         chunks = list(self.owned.chunks) + list(self.outbox)
         unspoken = {"chunks": len(chunks), "chars": sum(len(c.text) for c in chunks) + self.stream.buffered_chars,
                     "queued_messages": queued}
-        self.ctx.emit("unspoken", "drop" if any(unspoken.values()) else "ok", surface="ingress",
+        self.ctx.emit("left_unspoken", "drop" if any(unspoken.values()) else "ok", surface="ingress",
                       utterance_id=self.utterance_id, data=unspoken)
         self.ctx.heartbeat({**self.stats(), "unspoken": unspoken}, force=True)
 

@@ -38,6 +38,8 @@ WRITE_COMMANDS = frozenset({"barge_in", "config_set", "down"})
 #: The environment variable that hands the token to the supervisor's children (the gateway
 #: uses it for its own calls and its web API), never a command line.
 TOKEN_ENV = "PERSONAS_TOKEN"
+#: Set to "1" by whoever starts a supervisor that must not outlive it (the session manager).
+EXIT_WITH_PARENT_ENV = "PERSONAS_EXIT_WITH_PARENT"
 #: Where token files live unless $PERSONAS_STATE_DIR says otherwise.
 STATE_DIR = Path("~/.local/state/personas")
 

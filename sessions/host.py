@@ -17,11 +17,10 @@ from pathlib import Path
 import psutil
 
 from protocol.config import copy_config, load_config, to_toml
-from protocol.control_endpoint import ControlClient, read_token
+from protocol.control_endpoint import EXIT_WITH_PARENT_ENV, ControlClient, read_token
 from protocol.names import ENDPOINT_NAMES, INTERNAL_ENDPOINTS, PUBLIC_ENDPOINTS
 from protocol.security import client_keys, is_loopback
 from protocol.transport import free_ports
-from supervisor.arbiter import EXIT_WITH_PARENT_ENV
 
 #: What `stop` waits for beyond the supervisor's own stop timeout before it kills the tree.
 STOP_GRACE_S = 10.0

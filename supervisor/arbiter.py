@@ -41,7 +41,7 @@ import zmq
 from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, Journal, ProtocolError,
                       Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, copy_config, live_changes, to_env
-from protocol.control_endpoint import ANSWER_WITHIN_S, TOKEN_ENV, encode_reply, new_token
+from protocol.control_endpoint import ANSWER_WITHIN_S, EXIT_WITH_PARENT_ENV, TOKEN_ENV, encode_reply, new_token
 from protocol.envelope import brief
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.security import CurveServer, curve_dir
@@ -67,8 +67,6 @@ KILL_WAIT_S = 0.5
 DESCRIBE_TIMEOUT_S = 1.0
 #: Checks (a registry lookup) waiting for the worker thread at once; one may take ANSWER_WITHIN_S.
 MAX_LATER = 4
-#: Set to "1" by whoever starts a supervisor that must not outlive it (the session manager).
-EXIT_WITH_PARENT_ENV = "PERSONAS_EXIT_WITH_PARENT"
 #: The module each process runs as (``python -m ...``).
 PROCESS_MODULES = {**{name: ("actors", name) for name in ACTOR_NAMES}, GATEWAY: ("gateway",)}
 

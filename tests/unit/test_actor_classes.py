@@ -269,7 +269,7 @@ def test_parser_counts_what_it_will_not_speak_at_shutdown(config):
         parser = Parser(ctx)
         feed(ctx, parser, "A sentence that never got credit.", " And half of")
         parser.report_unspoken()
-        unspoken = ctx.events_of("unspoken", "drop")[-1]["data"]
+        unspoken = ctx.events_of("left_unspoken", "drop")[-1]["data"]
         assert unspoken["chunks"] == 1 and unspoken["chars"] == len("A sentence that never got credit. And half of")
         assert ctx.beats[-1]["unspoken"] == unspoken
 
