@@ -22,6 +22,7 @@ import zmq
 from protocol import (ConfigUpdate, Credit, EpochRequest, Heard, IngressBargeIn, IngressEnd, IngressToken,
                       ProtocolError, Recovery, Restore, RestoreRequest, TextChunk, VisualMarker, parse_ingress)
 from protocol.config import apply_changes
+from protocol.ingress import LATEST_TURN, NO_TURN
 from protocol.limits import (INGRESS_KERNEL_BUFFER_BYTES, INGRESS_MAX_BYTES, INGRESS_QUEUE_MESSAGES,
                              INGRESS_SOCKET_MAX_BYTES)
 
@@ -186,11 +187,11 @@ class Parser:
     def on_ingress_barge_in(self, turn: int, received: int) -> None:
         """Drop everything now and ask the supervisor for a new epoch; chunks wait until it comes.
         A barge-in naming a turn older than the latest one is stale (the next turn has begun)."""
-        if turn != -1 and turn < self.turns.latest:
+        if turn != LATEST_TURN and turn < self.turns.latest:
             self.ctx.emit("ingress", "warn", surface="ingress", utterance_id=self.utterance_id,
                           data={"code": "stale_barge_in", "turn": turn, "latest": self.turns.latest})
             return
-        self.turns.end(turn)
+        self.turns.interrupt(turn)
         self.stream.reset()
         for pending in (self.outbox, self.held_markers, self.recent_chunks, self.recent_markers):
             pending.clear()
@@ -273,8 +274,11 @@ class Parser:
         self.paused = False
 
     def on_turn_over(self, turn: int) -> None:
-        """A barge-in from the control endpoint (before its epoch): that turn (-1: the latest) is over."""
-        self.interrupted_turn = self.turns.end(turn)
+        """A barge-in from the control endpoint (before its epoch): that turn (-1: the latest) is
+        over. An epoch that interrupts no turn (a restart, our own ingress barge-in, whose turn
+        is already over) names NO_TURN."""
+        if turn != NO_TURN and self.barge_requested_at is None:
+            self.interrupted_turn = self.turns.interrupt(turn)
 
     def on_epoch(self, epoch: int, cause: str, issued_at_ns: int = 0) -> None:
         if not self.ctx.adopt_epoch(epoch, cause):

@@ -3,8 +3,10 @@
 A sender numbers its turns (protocol/ingress.py). Once a turn has ended or was interrupted,
 its tokens still in flight (in ZeroMQ's queues and the kernel's buffers when the barge-in
 overtook them) are dropped on arrival and counted, so nothing queued before an interrupt
-is spoken after it. Items that name no turn belong to the latest one named; a sender that
-never names one keeps the arrival-time rule of :meth:`actors.parser.Parser.keep_what_overtook`.
+is spoken after it. Items that name no turn are never judged by turn (another sender on the
+same ingress, the web page's /say, a plain UTF-8 client): they keep the arrival-time rule of
+:meth:`actors.parser.Parser.keep_what_overtook`. An interrupt that names no turn ends the
+latest turn named: a barge-in stops everything queued.
 """
 
 from __future__ import annotations
@@ -25,12 +27,8 @@ class TurnGate:
         self.reported_at = 0.0
         self.unreported = False
 
-    def resolve(self, turn: int) -> int:
-        return self.latest if turn == LATEST_TURN else turn
-
     def admits(self, turn: int, chars: int = 0) -> bool:
         """True when an item of ``turn`` is to be parsed; counts it as dropped otherwise."""
-        turn = self.resolve(turn)
         if turn == LATEST_TURN or turn > self.over_through:
             self.latest = max(self.latest, turn)
             return True
@@ -41,10 +39,13 @@ class TurnGate:
         return False
 
     def end(self, turn: int) -> int:
-        """``turn`` is over (its end, or an interrupt); returns the turn it resolved to."""
-        turn = self.resolve(turn)
+        """``turn`` is over: its end (an end naming no turn ends none)."""
         self.over_through = max(self.over_through, turn)
         return turn
+
+    def interrupt(self, turn: int) -> int:
+        """A barge-in: ``turn`` is over, or (naming none) the latest turn named; returns it."""
+        return self.end(self.latest if turn == LATEST_TURN else turn)
 
     def report(self, now: float | None = None) -> list[dict]:
         """What was dropped since the last report, per turn (totals so far), at most every

@@ -28,7 +28,9 @@ def sessions(config_path: str | None, overrides, limit: int = 4, save: bool = Fa
              echo: Callable[[str], None] = print, workdir: str = "out/bench-sessions") -> dict:
     import os
 
-    from sessions.capacity import save_measurement
+    from protocol.control_endpoint import STATE_DIR
+    from protocol.config import load_config
+    from sessions.capacity import cpu_budget, save_measurement
 
     from .suite import machine
 
@@ -54,7 +56,7 @@ def sessions(config_path: str | None, overrides, limit: int = 4, save: bool = Fa
     clean = [s for s in steps if sum(s["underflows"]) == 0]
     sustained = clean[-1]["sessions"] if clean else 0
     bounded = len(steps) > len(clean)  # a step was seen to underflow: the bound is measured
-    cores = float(os.cpu_count() or 1)
+    cores = cpu_budget(load_config())
     single = steps[0]
     cpu_per_session = round(cores / sustained, 3) if bounded and sustained else single["cpu_per_session"]
     result = {"method": " ".join(__doc__.split("\n\n", 1)[1].split()), "steps": steps,
@@ -62,12 +64,11 @@ def sessions(config_path: str | None, overrides, limit: int = 4, save: bool = Fa
               "single_session": {"cpu": single["cpu_per_session"], "rss_mb": single["rss_mb_per_session"]},
               "cpu_per_session": cpu_per_session, "rss_mb_per_session": max(s["rss_mb_per_session"] for s in steps),
               "machine": machine()}
-    if save:
+    if save and cpu_per_session > 0:
         record = {"cpu_per_session": cpu_per_session, "rss_mb_per_session": result["rss_mb_per_session"],
                   "sustained_sessions": sustained, "cores": cores, "width": 256, "height": 256,
                   "method": f"personas bench sessions, {time.strftime('%Y-%m-%d')}"}
-        path = save_measurement(Path(os.environ.get("PERSONAS_STATE_DIR") or "~/.local/state/personas").expanduser(),
-                                record)
+        path = save_measurement(Path(os.environ.get("PERSONAS_STATE_DIR") or STATE_DIR).expanduser(), record)
         echo(f"saved {path}")
         result["saved"] = str(path)
     return result
@@ -101,9 +102,10 @@ def _speak_all(manager, attached: list[Session]) -> dict:
 def table_rows(result: dict) -> list[str]:
     single = result["single_session"]
     last = result["steps"][-1]
+    held = result["steps"][max(result["sustained_sessions"], 1) - 1]
     return [f"| Concurrent speaking sessions with 0 underflows (`bench sessions`) | {result['sustained_sessions']} "
-            f"sessions; per session {result['steps'][result['sustained_sessions'] - 1]['cpu_per_session']} cores, "
-            f"{result['steps'][result['sustained_sessions'] - 1]['rss_mb_per_session']} MB | one session alone: "
+            f"sessions; per session {held['cpu_per_session']} cores, "
+            f"{held['rss_mb_per_session']} MB | one session alone: "
             f"{single['cpu']} cores, {single['rss_mb']} MB | "
             + (f"{last['sessions']} sessions underflow ({sum(last['underflows'])}); " if result["bounded_by_underflow"]
                else "no step underflowed; ")

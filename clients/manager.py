@@ -14,11 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gateway.guard import TOKEN_HEADER
 from protocol.config import to_toml
 from protocol.control_endpoint import read_token
 from protocol.transport import free_ports
-
-TOKEN_HEADER = "X-Personas-Token"
 
 
 class ManagerError(RuntimeError):
@@ -117,4 +116,22 @@ def running_manager(workdir: str | Path, sections: dict | None = None, ray_addre
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        kill_sessions_of(state)
+
+
+def kill_sessions_of(state: Path) -> list[int]:
+    """Kill what is left of the manager's sessions (they run in their own process groups and
+    stop with it; this is for the path where one did not): every process whose state directory
+    lies under ``state``."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("PERSONAS_STATE_DIR", "").startswith(str(state)):
+                proc.kill()
+                killed.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return killed
 

@@ -65,6 +65,8 @@ QUIET_STAGES = {"heartbeat", "credit", "send", "span", "render", "stitch", "read
 HOUSEKEEPING_S = 0.02
 #: Longest text POST /say takes.
 MAX_SAY_CHARS = 10_000
+#: Texts POST /say holds (one being fed, the others waiting their turn); beyond: 429.
+MAX_SAY_WAITING = 8
 
 
 @dataclass(eq=False)  # identity semantics: clients live in a set
@@ -104,7 +106,6 @@ class Gateway:
         self.url = f"http://{self.cfg['host']}:{self.cfg['port']}/"
         self.clients: set[Client] = set()
         self.wav_listeners: set[asyncio.Queue] = set()
-        self.turn = 0  # the turn of the latest POST /say
         self.feeds: set[asyncio.Task] = set()  # /say feeds running or waiting their turn
         self.feeding = asyncio.Lock()
         self.counts = {"packets": 0, "clients": 0, "dropped_video": 0, "disconnected_slow": 0, "wav_listeners": 0}
@@ -380,25 +381,27 @@ class Gateway:
         text = text.strip() if isinstance(text, str) else ""
         if not text or len(text) > MAX_SAY_CHARS:
             raise web.HTTPBadRequest(text=f"give 1..{MAX_SAY_CHARS} characters of 'text'")
-        self.turn += 1
-        self.feeds.add(asyncio.ensure_future(self.feed(text, self.turn)))
-        return web.json_response({"ok": True, "chars": len(text), "turn": self.turn})
+        if len(self.feeds) >= MAX_SAY_WAITING:
+            return web.json_response({"ok": False, "error": f"{MAX_SAY_WAITING} texts are already waiting to be said"},
+                                     status=429)
+        self.feeds.add(asyncio.ensure_future(self.feed(text)))
+        return web.json_response({"ok": True, "chars": len(text), "waiting": len(self.feeds) - 1})
 
-    async def feed(self, text: str, turn: int) -> None:
-        """One /say is one turn; turns are fed one after another, never interleaved."""
+    async def feed(self, text: str) -> None:
+        """Texts are fed one after another, never interleaved."""
         try:
             async with self.feeding:
                 rate = float(self.cfg["say_rate"])
                 for token in tokenize_like_llm(text, seed=int(time.time())):
-                    await self.ingress.send(msgpack.packb({"type": "token", "text": token, "turn": turn}))
+                    await self.ingress.send(token.encode())
                     await asyncio.sleep(1 / rate)
-                await self.ingress.send(msgpack.packb({"type": "end", "turn": turn}))
+                await self.ingress.send(msgpack.packb({"type": "end"}))
         finally:
             self.feeds.discard(asyncio.current_task())
 
     async def barge_in(self, _request: web.Request) -> web.Response:
-        """Interrupt the turn being spoken; the turns still waiting to be fed are not fed."""
+        """Interrupt what is spoken; texts still being fed, or waiting to be, are not fed."""
         for task in list(self.feeds):
             task.cancel()
         await self.ingress.send(msgpack.packb({"type": "barge_in"}))
-        return web.json_response({"ok": True, "turn": self.turn})
+        return web.json_response({"ok": True})

@@ -114,3 +114,12 @@ def _read_voice_file(ref: str, dirs: tuple[Path, ...]) -> str:
         except UnicodeDecodeError:
             raise VoiceSchemaError(f"voice {ref!r}: not UTF-8 text") from None
     raise VoiceSchemaError(f"voice {ref!r}: not found in {where}")
+
+
+def check_voice(config: dict) -> str:
+    """Why ``voice.persona`` cannot be spoken ("" when it can); a file read, so off any loop."""
+    try:
+        load_voice(config["voice"]["persona"], voice_dirs(config))
+    except VoiceSchemaError as exc:
+        return str(exc)
+    return ""

@@ -13,13 +13,14 @@ from .envelope import Message, register
 @dataclass(frozen=True)
 class BargeIn(Message):
     """Everything older than ``epoch`` is stale: drop it now. ``turn``: the sender's turn it
-    interrupts (protocol/ingress.py; -1 = the latest), whose tokens still in flight are dropped."""
+    interrupts (protocol/ingress.py; -1 = the latest named, -2 = none: a restart, or an
+    ingress barge-in whose turn the parser has already ended), whose tokens in flight are dropped."""
 
     TYPE = "barge_in"
     epoch: int
     reason: str = ""
     issued_at_ns: int = 0
-    turn: int = -1
+    turn: int = -2
 
 
 @register

@@ -9,7 +9,8 @@ One single-frame ZMQ message per item:
 A turn is one LLM reply, numbered by its sender (any increasing integers). Once a turn has
 ended (``end``) or been interrupted (``barge_in``, from here or the control endpoint),
 tokens of it that are still in flight are dropped on arrival, so text queued before an
-interrupt is never spoken after it. A plain UTF-8 frame belongs to the sender's latest turn.
+interrupt is never spoken after it. Items naming no turn (a plain UTF-8 frame) are not judged
+by turn; a barge-in naming none interrupts the latest turn named.
 
 A frame whose first byte is a msgpack map marker is tried as msgpack first and falls
 back to UTF-8 (a map marker is never a valid UTF-8 start byte except 0xDE/0xDF, whose
@@ -44,8 +45,10 @@ def speakable(text: str) -> tuple[str, int]:
     return _CONTROL.sub(lambda m: _KEPT_CONTROLS.get(m.group(), ""), text), changed - text.count("\n")
 
 
-#: ``turn`` of an item that names none: it belongs to the sender's latest turn.
+#: ``turn`` of an item that names none (a barge-in naming none interrupts the latest turn named).
 LATEST_TURN = -1
+#: The ``turn`` of an epoch that interrupts no turn (a restart, a failed recovery).
+NO_TURN = -2
 #: Turn numbers are sender-chosen, within what msgpack and every language's integers hold.
 MAX_TURN = 2**53
 

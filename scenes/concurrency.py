@@ -25,7 +25,8 @@ def run(scene: Scene) -> None:
     own = {name: {w for w in words(text) if len(w) >= 4} - set().union(*(set(words(t)) for n, t in SCRIPTS.items()
                                                                           if n != name))
            for name, text in SCRIPTS.items()}
-    sections = {"web": {"enabled": False}, "tts": {"fallback": ""}}
+    # Two sessions whatever this machine's measured capacity: the scene is about isolation.
+    sections = {"web": {"enabled": False}, "tts": {"fallback": ""}, "sessions": {"cpu_per_session": 0.01}}
     with running_manager(scene.dir / "manager", sections) as manager:
         opened = {name: manager.open(record=True) for name in SCRIPTS}
         sessions = {name: Session.attach(info, scene.dir / f"timeline-{name}.jsonl") for name, info in opened.items()}
@@ -42,6 +43,7 @@ def run(scene: Scene) -> None:
             reports = {name: manager.close(info["id"]) for name, info in opened.items()}
             for s in sessions.values():
                 s.stop()
+    # (running_manager ends every session's processes whatever happens above)
 
     windows = {}
     for name, s in sessions.items():

@@ -42,7 +42,8 @@ def measured_cost(state_dir: Path, config: dict) -> Cost:
             record = json.loads(path.read_text())
             cost = Cost(float(record["cpu_per_session"]), float(record["rss_mb_per_session"]),
                         f"{path} ({record.get('method', 'personas bench sessions')})")
-            break
+            if cost.cpu > 0 and cost.rss_mb > 0 and math.isfinite(cost.cpu + cost.rss_mb):
+                break
         except (OSError, ValueError, KeyError, TypeError):
             continue
     else:

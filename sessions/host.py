@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psutil
 
+from persona.voice import check_voice
 from protocol.config import copy_config, load_config, to_toml
 from protocol.control_endpoint import EXIT_WITH_PARENT_ENV, ControlClient, read_token
 from protocol.names import ENDPOINT_NAMES, INTERNAL_ENDPOINTS, PUBLIC_ENDPOINTS
@@ -30,24 +32,30 @@ class SessionStartError(RuntimeError):
     pass
 
 
+class SessionRefused(ValueError):
+    """`up` refused the session's config before any actor started (an unknown persona ...)."""
+
+
 #: Ports handed to sessions of this process that are still running: a session starting while
 #: another one's actors have not bound yet must not be given the same free port.
 _RESERVED: set[int] = set()
+_RESERVED_LOCK = threading.Lock()
 
 
 def unreserved_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     for _ in range(100):
         ports = free_ports(n, host)
-        if not _RESERVED.intersection(ports):
-            _RESERVED.update(ports)
-            return ports
+        with _RESERVED_LOCK:
+            if not _RESERVED.intersection(ports):
+                _RESERVED.update(ports)
+                return ports
     raise SessionStartError("no free ports that another session does not hold")
 
 
 def release_ports(config: dict) -> None:
-    for endpoint in config["endpoints"].values():
-        _RESERVED.discard(int(endpoint.rsplit(":", 1)[1]) if endpoint.startswith("tcp://") else -1)
-    _RESERVED.discard(int(config["web"]["port"]))
+    ports = {int(e.rsplit(":", 1)[1]) for e in config["endpoints"].values() if e.startswith("tcp://")}
+    with _RESERVED_LOCK:
+        _RESERVED.difference_update(ports | {int(config["web"]["port"])})
 
 
 def session_config(base: dict, session_id: str, root: Path, host: str, choices: dict) -> dict:
@@ -83,9 +91,16 @@ class SessionProcess:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host = host
         self.config = session_config(base_config, session_id, self.dir, host, choices)
-        self.config_path = self.dir / "personas.toml"
-        self.config_path.write_text(to_toml(self.config))
-        load_config(self.config_path)  # a bad choice fails here, not in a crash-looping supervisor
+        try:
+            self.config_path = self.dir / "personas.toml"
+            self.config_path.write_text(to_toml(self.config))
+            load_config(self.config_path)  # a bad choice fails here, not in a crash-looping supervisor
+            problem = check_voice(self.config)
+            if problem:
+                raise SessionRefused(f"voice: {problem}")
+        except BaseException:
+            release_ports(self.config)
+            raise
         self.proc: subprocess.Popen | None = None
         self.curve = client_keys(self.config)
         self.token = ""
@@ -118,8 +133,12 @@ class SessionProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                release_ports(self.config)
+                said = self.last_words()
+                if said.startswith("Error: "):  # click's form: `up` refused before starting anything
+                    raise SessionRefused(said[len("Error: "):])
                 raise SessionStartError(f"session {self.id}: supervisor exited with code {self.proc.returncode} "
-                                        f"while starting ({self.dir / 'supervisor.log'})")
+                                        f"while starting: {said} ({self.dir / 'supervisor.log'})")
             if not self.token:
                 self.token = read_token(self.endpoints["control"], self.dir)
             reply = self.control(500).call("status") if self.token else None
@@ -128,6 +147,14 @@ class SessionProcess:
             time.sleep(0.2)
         self.kill()
         raise SessionStartError(f"session {self.id}: actors not ready after {timeout_s:.0f} s")
+
+    def last_words(self) -> str:
+        """The supervisor log's last line (why it exited), at most 300 characters."""
+        try:
+            lines = (self.dir / "supervisor.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
 
     def describe(self) -> dict:
         return {"id": self.id, "endpoints": self.endpoints, "token": self.token, "web_url": self.web_url,

@@ -32,7 +32,7 @@ from gateway import guard
 from protocol.control_endpoint import new_token
 
 from .capacity import LiveCost, cpu_budget, measured_cost, memory_budget_mb, session_capacity
-from .host import check_host
+from .host import SessionRefused, check_host
 from .placement import HostLost, LocalPlacement, RayPlacement
 
 LOG = logging.getLogger("personas.sessions")
@@ -48,6 +48,8 @@ EVENTS_KEPT = 1000
 EVENTS_WAIT_MAX_S = 30.0
 #: POST /sessions bodies are small.
 MAX_BODY_BYTES = 16 * 1024
+#: Threads for the waits on sessions (start, status, usage, stop): a few per session at most.
+WORKER_THREADS = 32
 
 
 @dataclass
@@ -61,9 +63,11 @@ class Live:
     missed: int = 0
     usage: dict = field(default_factory=lambda: {"cpu": 0.0, "rss_mb": 0.0})
     speaking: bool = False
+    closing: bool = False
 
     def summary(self) -> dict:
-        return {"id": self.id, "state": "speaking" if self.speaking else "idle", "node": self.info.get("node"),
+        state = "closing" if self.closing else "speaking" if self.speaking else "idle"
+        return {"id": self.id, "state": state, "node": self.info.get("node"),
                 "endpoints": self.info["endpoints"], "page": f"/s/{self.id}/", "web_url": self.info.get("web_url"),
                 "opened_s_ago": round(time.monotonic() - self.opened_at, 1),
                 "idle_s": round(time.monotonic() - self.last_active, 1), **self.usage}
@@ -97,6 +101,7 @@ class SessionManager:
         self.new_event = asyncio.Event()
         self.hosts = guard.allowed_hosts(self.cfg["host"], int(self.cfg["port"]))
         self.token, self.token_file = new_token(self.endpoint)
+        self.stopping = False
 
     @property
     def endpoint(self) -> str:
@@ -119,8 +124,11 @@ class SessionManager:
     def refusal(self) -> str:
         """"" when one more session fits, else why not."""
         capacity = self.capacity()
+        limit = int(self.cfg["max_sessions"])
+        if limit and capacity["active"] >= limit:
+            return f"at capacity: {capacity['active']} sessions of sessions.max_sessions = {limit}"
         if self.placement.kind == "ray":
-            return self.placement.room(self.placement.cpu)
+            return self.placement.room(len(self.opening))
         if capacity["active"] >= capacity["sessions"]:
             return (f"at capacity: {capacity['active']} sessions of {capacity['sessions']} "
                     f"({capacity['cpu_per_session']:g} cores each of a {capacity['cpu_budget']:g}-core budget, "
@@ -152,8 +160,13 @@ class SessionManager:
                 "pid": info.get("pid")}
 
     async def close(self, session_id: str, reason: str) -> dict:
-        live = self.sessions.pop(session_id)
-        report = await self.placement.close(live.handle, reason)
+        """Close it; while it stops it still counts against capacity and answers as closing."""
+        live = self.sessions[session_id]
+        live.closing = True
+        try:
+            report = await self.placement.close(live.handle, reason)
+        finally:
+            self.sessions.pop(session_id, None)
         return self.ended_with(live, reason, report, "closed")
 
     def ended_with(self, live: Live, reason: str, report: dict, kind: str) -> dict:
@@ -168,26 +181,29 @@ class SessionManager:
 
     async def watch(self) -> None:
         """Every CHECK_S: each session's activity (idle ones are closed), health (a lost host
-        fails its sessions with the reason) and CPU (the live cost)."""
+        fails its sessions with the reason) and CPU (the live cost); Ray's free CPU. One check
+        that fails is logged and the others go on."""
         while True:
             await asyncio.sleep(CHECK_S)
-            await asyncio.gather(*(self.check(live) for live in list(self.sessions.values())))
+            checks = [self.check(live) for live in list(self.sessions.values()) if not live.closing]
+            results = await asyncio.gather(asyncio.to_thread(self.placement.refresh), *checks, return_exceptions=True)
+            for problem in (r for r in results if isinstance(r, BaseException)):
+                LOG.error("a session check failed: %s: %s", type(problem).__name__, problem)
 
     async def check(self, live: Live) -> None:
-        if live.id not in self.sessions:
-            return
         try:
             status = await self.placement.status(live.handle)
         except HostLost as lost:
             if self.sessions.pop(live.id, None) is not None:
                 self.ended_with(live, f"session lost: {lost}", {}, "failed")
+                await self.placement.close(live.handle, "lost")  # what is left of it: ports, a Ray handle
             return
         now = time.monotonic()
         if status is None:
             live.missed += 1
             if live.missed >= MISSED_CHECKS and self.sessions.pop(live.id, None) is not None:
-                await self.placement.close(live.handle, "not answering")
                 self.ended_with(live, f"its supervisor did not answer {MISSED_CHECKS} checks", {}, "failed")
+                await self.placement.close(live.handle, "not answering")
             return
         live.missed = 0
         fingerprint = activity_of(status)
@@ -197,12 +213,15 @@ class SessionManager:
         live.usage = await self.placement.usage(live.handle)
         if live.speaking and self.placement.kind == "local":
             self.cost.observe(live.usage["cpu"])
-        if now - live.last_active > float(self.cfg["idle_timeout_s"]) and live.id in self.sessions:
+        if now - live.last_active > float(self.cfg["idle_timeout_s"]) and not live.closing:
             await self.close(live.id, f"idle for {float(self.cfg['idle_timeout_s']):g} s")
 
     async def close_all(self) -> None:
-        await asyncio.gather(*(self.close(sid, "manager stopping") for sid in list(self.sessions)),
-                             return_exceptions=True)
+        self.stopping = True  # no session opens from here on
+        while self.opening:  # those being started are closed once they are up
+            await asyncio.sleep(0.2)
+        await asyncio.gather(*(self.close(sid, "manager stopping") for sid, live in list(self.sessions.items())
+                               if not live.closing), return_exceptions=True)
 
     # -- HTTP -------------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -227,7 +246,12 @@ class SessionManager:
             status, why = refusal
             LOG.warning("refused %s %s: %s", request.method, request.path[:60], why)
             return web.json_response({"ok": False, "error": why}, status=status)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
+            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
 
     async def post_session(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -236,7 +260,7 @@ class SessionManager:
                 not isinstance(choices.get("record", False), bool):
             return web.json_response({"ok": False, "error": "persona and voice are strings, record is a boolean"},
                                      status=400)
-        why = self.refusal()
+        why = "the manager is stopping" if self.stopping else self.refusal()
         if why:
             retry = int(self.cfg["retry_after_s"])
             self.event("refused", reason=why)
@@ -244,8 +268,8 @@ class SessionManager:
                                      headers={"Retry-After": str(retry)})
         try:
             session = await self.open(choices)
-        except ValueError as exc:  # a choice the config refuses (an unknown voice ...)
-            return web.json_response({"ok": False, "error": f"session config: {exc}"}, status=400)
+        except (ValueError, SessionRefused) as exc:  # a choice the config refuses (an unknown voice, persona ...)
+            return web.json_response({"ok": False, "error": f"session refused: {str(exc)[:300]}"}, status=400)
         except Exception as exc:  # the session did not start: say why, keep serving
             LOG.exception("session did not start")
             self.event("start_failed", reason=str(exc)[:300])
@@ -273,8 +297,8 @@ class SessionManager:
 
     async def delete_session(self, request: web.Request) -> web.Response:
         live = self.find(request)
-        if live.id not in self.sessions:
-            raise web.HTTPGone()
+        if live.closing:
+            return web.json_response({"ok": False, "error": f"session {live.id} is already closing"}, status=409)
         return web.json_response({"ok": True, **await self.close(live.id, "closed by the client")})
 
     async def page(self, request: web.Request) -> web.Response:
@@ -300,6 +324,10 @@ class SessionManager:
 
     # -- running ----------------------------------------------------------------------------------
     async def serve(self, ready=None, stop: asyncio.Event | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Session starts, stops and checks wait on other processes: their own bounded pool.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "sessions"))
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg["host"], int(self.cfg["port"]))

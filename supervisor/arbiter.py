@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 import psutil
 import zmq
 
+from persona.voice import check_voice
 from protocol import (BargeIn, ConfigUpdate, Describe, EpochAck, EpochRequest, Heartbeat, Info, Journal, ProtocolError,
                       Ready, RecoveryAck, RestoreRequest, ResumePoint, Shutdown, TimelineEvent, decode)
 from protocol.config import ENV_VAR, apply_changes, copy_config, live_changes, to_env
 from protocol.control_endpoint import ANSWER_WITHIN_S, EXIT_WITH_PARENT_ENV, TOKEN_ENV, encode_reply, new_token
 from protocol.envelope import brief
+from protocol.ingress import NO_TURN
 from protocol.names import ACTOR_NAMES, GATEWAY, SERVICE_NAMES
 from protocol.security import CurveServer, curve_dir
 from protocol.transport import make_socket, send
@@ -133,7 +135,7 @@ class Arbiter:
         self._awaiting_ack: set[str] = set()  # actors yet to acknowledge the current epoch
         self._barge_issued_ns = 0
         self._barge_first_sent = self._barge_sent_at = 0.0
-        self._barge_reason, self._barge_turn = "", -1
+        self._barge_reason, self._barge_turn = "", NO_TURN
         self._at_stop: list[tuple[bytes, commands.AtStop]] = []  # `down` callers waiting for the end
         # A session manager's supervisor stops with its parent (0: a `personas-supervisor up` outlives its shell).
         self._parent = os.getppid() if os.environ.get(EXIT_WITH_PARENT_ENV) == "1" else 0
@@ -408,9 +410,9 @@ class Arbiter:
         LOG.info("stopped (%s)", self.stop_reason or "stop")
 
     # -- epochs ------------------------------------------------------------------------------------
-    def new_epoch(self, reason: str, turn: int = -1) -> int:
-        """Broadcast a new epoch (interrupting the sender's ``turn``, -1 = the latest); re-sent
-        every BARGE_RESEND_S until every ready actor acks."""
+    def new_epoch(self, reason: str, turn: int = NO_TURN) -> int:
+        """Broadcast a new epoch (interrupting the sender's ``turn``: -1 the latest named, NO_TURN
+        none); re-sent every BARGE_RESEND_S until every ready actor acks."""
         self.recovery.cancel(f"new epoch: {reason}")
         self.epoch += 1
         self.ledger.on_epoch(self.epoch)
@@ -648,17 +650,6 @@ class Arbiter:
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
         self.state = "stopping"
-
-
-def check_voice(config: dict) -> str:
-    """Why ``voice.persona`` cannot be spoken ("" when it can); a file read, so off the loop."""
-    from persona.voice import VoiceSchemaError, load_voice, voice_dirs
-
-    try:
-        load_voice(config["voice"]["persona"], voice_dirs(config))
-    except VoiceSchemaError as exc:
-        return str(exc)
-    return ""
 
 
 def check_persona(config: dict) -> str:

@@ -74,7 +74,12 @@ def test_three_sessions_speak_their_own_text_and_a_barge_in_stays_in_its_session
         after.join(180)
         assert epoch == 1 and not after.is_alive()
     finally:
-        reports = {name: manager.close(info["id"]) for name, info in opened.items()}
+        reports = {}
+        for name, info in opened.items():  # each one closed, whatever another's close does
+            try:
+                reports[name] = manager.close(info["id"])
+            except ManagerError as exc:
+                reports[name] = {"error": str(exc)}
         for s in sessions.values():
             s.stop()
 
@@ -138,6 +143,14 @@ def test_the_manager_refuses_requests_without_its_token(manager):
     with pytest.raises(ManagerError) as bad:
         manager.open(record="yes")
     assert bad.value.status == 400
+    for choice, word in (({"voice": "nobody-speaks-like-this"}, "voice"), ({"persona": "nobody@7"}, "persona")):
+        with pytest.raises(ManagerError) as refused:  # a choice `up` refuses is the client's error, not a 500
+            manager.open(**choice)
+        assert refused.value.status == 400 and word in refused.value.body["error"], refused.value.body
+    with pytest.raises(ManagerError) as garbage:
+        manager.call("GET", "/events?after=lots")
+    assert garbage.value.status == 400
+    assert manager.sessions()["capacity"]["active"] == 0  # nothing was left half-open
 
 
 def test_a_session_has_its_own_page_and_an_idle_one_is_reaped_with_an_event(tmp_path):

@@ -54,11 +54,13 @@ def test_a_session_gets_its_own_ports_and_keeps_internal_ones_on_loopback(tmp_pa
 
 def test_turn_gate_drops_only_turns_that_are_over_and_reports_totals():
     gate = TurnGate()
-    assert gate.admits(-1, 3)  # a sender that names no turn is never judged by turn
-    assert gate.admits(4, 3) and gate.admits(-1, 3)  # unnamed items belong to the latest named turn
-    gate.end(-1)  # interrupting "the latest" ends turn 4
-    assert not gate.admits(4, 5) and not gate.admits(-1, 2) and not gate.admits(3, 1)
-    assert gate.admits(5, 1)
+    assert gate.admits(-1, 3)  # an item naming no turn is never judged by turn
+    assert gate.admits(4, 3)
+    gate.end(-1)  # an end naming no turn ends none
+    assert gate.admits(4, 1)
+    gate.interrupt(-1)  # a barge-in naming none interrupts the latest turn named: 4
+    assert not gate.admits(4, 5) and not gate.admits(3, 1) and not gate.admits(4, 1)
+    assert gate.admits(-1, 2) and gate.admits(5, 1)  # other senders, and the next turn, go on
     report = gate.report(now=10.0)
-    assert {r["turn"]: (r["tokens"], r["chars"]) for r in report} == {3: (1, 1), 4: (2, 7)}
+    assert {r["turn"]: (r["tokens"], r["chars"]) for r in report} == {3: (1, 1), 4: (2, 6)}
     assert gate.report(now=10.1) == []  # nothing new, and not yet due
