@@ -68,10 +68,14 @@ class Parser:
         self.interrupted_turn = -1  # set by a control barge-in's turn, read when its epoch comes
         self.utterance_id = 0
         self.barge_requested_at: float | None = None
-        self.owned = OwnedText(ctx, lambda: (self.utterance_id, self.stream.snapshot()))
+        self.owned = OwnedText(ctx, self.journal_state)
         self.paused = False  # a recovery below is under way: send nothing until it rewinds
         self.restored = not ctx.rejoining  # a replacement reads no ingress before its Restore
         self.restore_asked_at = 0.0
+
+    def journal_state(self) -> tuple[int, dict]:
+        """What a replacement parser needs to go on: the utterance, the open text, the turns."""
+        return self.utterance_id, {**self.stream.snapshot(), "turns": self.turns.snapshot()}
 
     def describe(self) -> dict:
         cfg = self.ctx.config["parser"]
@@ -230,6 +234,8 @@ class Parser:
                 chunk.validate()
             if restore.last and restore.parser_state:
                 self.stream.restore(restore.parser_state)
+                if "turns" in restore.parser_state:
+                    self.turns.restore(restore.parser_state["turns"])
         except (TypeError, ValueError) as exc:  # a damaged ledger entry: start clean, say so
             self.ctx.error("restore", "bad_restore", f"{type(exc).__name__}: {exc}")
             chunks, markers = [], []

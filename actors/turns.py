@@ -47,6 +47,16 @@ class TurnGate:
         """A barge-in: ``turn`` is over, or (naming none) the latest turn named; returns it."""
         return self.end(self.latest if turn == LATEST_TURN else turn)
 
+    def snapshot(self) -> list[int]:
+        return [self.latest, self.over_through]
+
+    def restore(self, state) -> None:
+        """Take a :meth:`snapshot` (a replacement parser keeps dropping what its predecessor would)."""
+        if not (isinstance(state, (list, tuple)) and len(state) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and -1 <= v <= 2**53 for v in state)):
+            raise ValueError("parser state 'turns' must be two turn numbers")
+        self.latest, self.over_through = state
+
     def report(self, now: float | None = None) -> list[dict]:
         """What was dropped since the last report, per turn (totals so far), at most every
         REPORT_EVERY_S; turns older than the latest one over are reported once more and forgotten."""

@@ -58,7 +58,8 @@ def strategies():
     inbox = st.tuples(message, st.lists(st.binary(max_size=2000), max_size=3)).map(lambda m: [m[0], *m[1]]) | \
         st.lists(noise, min_size=1, max_size=4)
     ingress_type = st.one_of(st.sampled_from(["token", "end", "barge_in"]), values)
-    ingress_map = st.tuples(ingress_type, st.dictionaries(st.sampled_from(["text", "reason", "seq"]), values, max_size=3)) \
+    ingress_map = st.tuples(ingress_type, st.dictionaries(st.sampled_from(["text", "reason", "seq", "turn"]), values,
+                                                          max_size=3)) \
         .map(lambda p: packed({"type": p[0], **p[1]}))
     symbols = st.sampled_from(["?", ".", "\n", "<", "!", "\x00", "\x1b", "\u202e", "<v:", ">"])
     runs = st.tuples(symbols, st.integers(1, 3000)).map(lambda p: (p[0] * p[1]).encode())
@@ -75,7 +76,17 @@ def strategies():
                                          "multipart/form-data"]),
         "origin": st.sampled_from([None, "own", "http://attacker.example", "null"]),
         "host": st.sampled_from(["own", "own", "attacker.example"]), "token": st.booleans(), "body": bodies})
-    return {"ingress": ingress, "inbox": inbox, "control": control, "web": web}
+    manager_routes = st.sampled_from(["/sessions", "/sessions", "/sessions/s0123456789", "/sessions/" + "%2e" * 40,
+                                      "/s/s0123456789/", "/events?after=x", "/events?after=-5&wait=0.05",
+                                      "/events?wait=nan", "/health", "/", "/sessions/../health"])
+    manager_bodies = st.one_of(noise, values.map(lambda v: _json(v)), st.dictionaries(
+        st.sampled_from(["persona", "voice", "record", "config"]), values, max_size=3).map(lambda v: _json(v)))
+    manager = st.fixed_dictionaries({
+        "method": st.sampled_from(["POST", "POST", "GET", "DELETE", "PUT", "OPTIONS"]), "path": manager_routes,
+        "content_type": st.sampled_from(["application/json", "text/plain", ""]),
+        "origin": st.sampled_from([None, "own", "http://attacker.example"]),
+        "host": st.sampled_from(["own", "own", "attacker.example"]), "token": st.booleans(), "body": manager_bodies})
+    return {"ingress": ingress, "inbox": inbox, "control": control, "web": web, "manager": manager}
 
 
 def _json(value) -> bytes:

@@ -23,7 +23,7 @@ class LocalPlacement:
 
     def __init__(self, base_config: dict, root: Path):
         self.base, self.root = base_config, Path(root)
-        self.host = base_config["sessions"]["public_host"]
+        self.host = base_config["sessions"]["public_host"] or "127.0.0.1"
 
     async def open(self, session_id: str, choices: dict, timeout_s: float) -> tuple[SessionProcess, dict]:
         """Off the loop: the session's files are written, its voice read, its actors awaited."""

@@ -169,3 +169,26 @@ def test_a_session_has_its_own_page_and_an_idle_one_is_reaped_with_an_event(tmp_
         with pytest.raises(ManagerError) as gone:
             manager.session(info["id"])
         assert gone.value.status == 410
+
+
+def test_hostile_requests_to_the_manager_get_4xx_and_it_keeps_serving(tmp_path):
+    """Hypothesis-drawn methods, routes, hosts, origins, tokens and bodies: never a 5xx; at most
+    one session opens (max_sessions = 1), and the manager answers normally afterwards."""
+    from urllib.parse import urlparse
+
+    from clients.fuzz import WebSender, fuzz, strategies
+
+    sections = {"web": {"enabled": False}, "sessions": {"max_sessions": 1}}
+    with running_manager(tmp_path, sections) as manager:
+        where = urlparse(manager.url)
+        sender = WebSender(where.hostname, where.port, manager.token)
+        try:
+            fuzz(sender, strategies()["manager"], 300)
+        finally:
+            sender.close()
+        print(f"\nmanager API answers: {sender.by_status}")
+        assert "5xx" not in sender.by_status and sender.by_status.get("4xx", 0) > 100
+        assert manager.call("GET", "/health")["ok"]
+        for row in manager.sessions()["sessions"]:
+            manager.close(row["id"])
+        assert manager.sessions()["capacity"]["active"] == 0

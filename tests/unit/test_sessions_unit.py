@@ -64,3 +64,15 @@ def test_turn_gate_drops_only_turns_that_are_over_and_reports_totals():
     report = gate.report(now=10.0)
     assert {r["turn"]: (r["tokens"], r["chars"]) for r in report} == {3: (1, 1), 4: (2, 6)}
     assert gate.report(now=10.1) == []  # nothing new, and not yet due
+
+
+def test_turn_gate_state_survives_a_parser_replacement():
+    gate = TurnGate()
+    gate.admits(6, 1)
+    gate.interrupt(-1)
+    again = TurnGate()
+    again.restore(gate.snapshot())
+    assert not again.admits(6, 1) and again.admits(7, 1)
+    for bad in ([1], ["a", 2], [True, 1], [1, 2**60], "xx"):
+        with pytest.raises(ValueError):
+            TurnGate().restore(bad)
