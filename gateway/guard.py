@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -51,3 +52,20 @@ async def body_refusal(request: web.Request) -> tuple[int, str] | None:
     if not isinstance(body, dict):
         return 400, "the body must be a JSON object"
     return None
+
+
+async def guarded(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                  refused: tuple[int, str] | None, on_refusal: Callable[[int, str], None]) -> web.StreamResponse:
+    """A middleware's body: a refusal (or a POST body that is not a JSON object) answers its 4xx
+    with the reason (``on_refusal`` records it); a handler that cannot use the request answers 400."""
+    if refused is None and request.method == "POST":
+        refused = await body_refusal(request)
+    if refused is not None:
+        on_refusal(*refused)
+        return web.json_response({"ok": False, "error": refused[1]}, status=refused[0])
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
+        return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)

@@ -268,21 +268,12 @@ class Gateway:
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
         """Who may ask (Host, Origin, token) and in what form (JSON): refusals are 4xx with the
         reason, on the timeline too; no request reaches a handler that would fail on it."""
-        refusal = self.refusal(request)
-        if refusal is None and request.method == "POST":
-            refusal = await guard.body_refusal(request)
-        if refusal is not None:
-            status, why = refusal
+        def on_refusal(status: int, why: str) -> None:
             self.ctx.emit("web_refused", "error", surface="http",
                           data={"route": f"{request.method} {request.path}"[:80], "status": status, "why": why,
                                 "client": request.remote or "?"})
-            return web.json_response({"ok": False, "error": why}, status=status)
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
-            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
+
+        return await guard.guarded(request, handler, self.refusal(request), on_refusal)
 
     def refusal(self, request: web.Request) -> tuple[int, str] | None:
         return guard.refusal(request, self.hosts, self.token, needs_token=request.method == "POST",

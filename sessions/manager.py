@@ -238,20 +238,10 @@ class SessionManager:
     @web.middleware
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
         open_route = request.path == "/health" or request.path.startswith("/s/")
-        refusal = guard.refusal(request, self.hosts, self.token, needs_token=not open_route,
+        refused = guard.refusal(request, self.hosts, self.token, needs_token=not open_route,
                                 methods=("GET", "HEAD", "POST", "DELETE"))
-        if refusal is None and request.method == "POST":
-            refusal = await guard.body_refusal(request)
-        if refusal is not None:
-            status, why = refusal
-            LOG.warning("refused %s %s: %s", request.method, request.path[:60], why)
-            return web.json_response({"ok": False, "error": why}, status=status)
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
-            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
+        return await guard.guarded(request, handler, refused, lambda status, why: LOG.warning(
+            "refused %s %s: %d %s", request.method, request.path[:60], status, why))
 
     async def post_session(self, request: web.Request) -> web.Response:
         body = await request.json()
