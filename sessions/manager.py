@@ -102,6 +102,7 @@ class SessionManager:
         self.hosts = guard.allowed_hosts(self.cfg["host"], int(self.cfg["port"]))
         self.token, self.token_file = new_token(self.endpoint)
         self.stopping = False
+        self.reaping: set[asyncio.Task] = set()  # idle sessions being closed
 
     @property
     def endpoint(self) -> str:
@@ -214,14 +215,17 @@ class SessionManager:
         if live.speaking and self.placement.kind == "local":
             self.cost.observe(live.usage["cpu"])
         if now - live.last_active > float(self.cfg["idle_timeout_s"]) and not live.closing:
-            await self.close(live.id, f"idle for {float(self.cfg['idle_timeout_s']):g} s")
+            live.closing = True  # closed beside the checks: a stop takes seconds, the next round is in one
+            task = asyncio.ensure_future(self.close(live.id, f"idle for {float(self.cfg['idle_timeout_s']):g} s"))
+            self.reaping.add(task)
+            task.add_done_callback(self.reaping.discard)
 
     async def close_all(self) -> None:
         self.stopping = True  # no session opens from here on
         while self.opening:  # those being started are closed once they are up
             await asyncio.sleep(0.2)
         await asyncio.gather(*(self.close(sid, "manager stopping") for sid, live in list(self.sessions.items())
-                               if not live.closing), return_exceptions=True)
+                               if not live.closing), *self.reaping, return_exceptions=True)
 
     # -- HTTP -------------------------------------------------------------------------------------
     def app(self) -> web.Application:
