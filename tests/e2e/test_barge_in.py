@@ -58,7 +58,6 @@ def test_a_burst_queued_before_a_barge_in_is_dropped_and_its_sender_was_held_bac
     import threading
 
     import msgpack
-    import zmq
 
     from clients.feeder import Feeder
 
