@@ -55,6 +55,8 @@ ADAPTER_NAMES = ("piper", "espeak", "wyoming")
 
 #: What the fault injector can make an engine do (config ``fault.kind``).
 FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")
+#: Where the lips take their timing from (`driver.lips`): actors/lips.py.
+LIP_SOURCES = ("auto", "alignment", "audio")
 
 
 def upstream_of(actor: str) -> str:

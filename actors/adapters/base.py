@@ -28,6 +28,10 @@ class Synthesis:
     render_ms: float = 0.0
     determinism: str = "deterministic"  # how this engine made it repeatable: zero_noise, seeded_noise, ...
     seed: int = 0
+    #: Where ``phonemes`` come from: "engine" (its own alignment), "shadow" (another engine's
+    #: phonemes stretched onto this audio: a guess), "audio" (named from the sound by actors.lips),
+    #: "none".
+    timing: str = "engine"
 
     @property
     def duration_ms(self) -> float:

@@ -92,10 +92,9 @@ class WyomingAdapter(TTSAdapter):
         self.server_info: dict = {}
         self._current: WyomingConnection | None = None
         self._lock = threading.Lock()
-        self.shadow: EspeakEngine | None = None
 
     def load(self) -> None:
-        self.shadow = EspeakEngine.get()
+        EspeakEngine.get()  # the shadow alignment's engine: loaded now, not on the first chunk
         conn = WyomingConnection(self.uri, self.timeout_s)
         try:
             conn.write("describe")
@@ -159,31 +158,36 @@ class WyomingAdapter(TTSAdapter):
             raise WyomingError("server sent no audio format")
         self.sample_rate = rate
         pcm = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
-        phonemes, anchors = self._shadow_alignment(text, pcm, rate)
+        phonemes, anchors = shadow_alignment(text, pcm, rate)
         return Synthesis(pcm=pcm, sample_rate=rate, phonemes=phonemes, word_anchors=anchors,
-                         render_ms=(time.perf_counter() - started) * 1000, determinism="server_side")
-
-    def _shadow_alignment(self, text: str, pcm: np.ndarray, rate: int):
-        shadow_pcm, words, events = self.shadow.synthesize(text, "en-us", 165, 45, 50)
-        target = _voiced_span(pcm, rate)
-        source = _voiced_span(shadow_pcm, self.shadow.sample_rate)
-        if target is None or source is None:
-            return [], []
-        scale = (target[1] - target[0]) / max(source[1] - source[0], 1)
-        warp = lambda s: int(target[0] + (s - source[0]) * scale)
-        phonemes = []
-        for i, (name, start) in enumerate(events):
-            end = events[i + 1][1] if i + 1 < len(events) else len(shadow_pcm)
-            a, b = max(warp(start), 0), min(warp(end), len(pcm))
-            if b > a:
-                phonemes.append((name, a, b - a))
-        anchors = sorted({(c, max(warp(s), 0)) for c, s in words})
-        return split_multichar(phonemes), anchors
+                         render_ms=(time.perf_counter() - started) * 1000, determinism="server_side",
+                         timing="shadow")
 
     def cancel(self) -> None:
         with self._lock:
             if self._current is not None:
                 self._current.close()
+
+
+def shadow_alignment(text: str, pcm: np.ndarray, rate: int):
+    """espeak-ng's phonemes and word positions for ``text``, stretched onto the voiced span of
+    ``pcm``: a guess at where another engine's phonemes fall."""
+    shadow = EspeakEngine.get()
+    shadow_pcm, words, events = shadow.synthesize(text, "en-us", 165, 45, 50)
+    target = _voiced_span(pcm, rate)
+    source = _voiced_span(shadow_pcm, shadow.sample_rate)
+    if target is None or source is None:
+        return [], []
+    scale = (target[1] - target[0]) / max(source[1] - source[0], 1)
+    warp = lambda s: int(target[0] + (s - source[0]) * scale)
+    phonemes = []
+    for i, (name, start) in enumerate(events):
+        end = events[i + 1][1] if i + 1 < len(events) else len(shadow_pcm)
+        a, b = max(warp(start), 0), min(warp(end), len(pcm))
+        if b > a:
+            phonemes.append((name, a, b - a))
+    anchors = sorted({(c, max(warp(s), 0)) for c, s in words})
+    return split_multichar(phonemes), anchors
 
 
 def _voiced_span(pcm: np.ndarray, rate: int) -> tuple[int, int] | None:

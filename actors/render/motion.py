@@ -26,7 +26,7 @@ N_PARAMS = len(PARAMS)
 
 # -- visemes ---------------------------------------------------------------------------------
 # (jaw, lip_wide, lip_round, lip_press) for espeak IPA symbols as Piper emits them.
-_VISEME_GROUPS: list[tuple[str, tuple[float, float, float, float]]] = [
+VISEME_GROUPS: list[tuple[str, tuple[float, float, float, float]]] = [
     ("a ɑ æ ɐ ᵻ", (0.95, 0.30, 0.0, 0.0)),
     ("ʌ ɒ", (0.75, 0.10, 0.15, 0.0)),
     ("ə ɚ ɜ ɝ", (0.45, 0.10, 0.0, 0.0)),
@@ -45,7 +45,7 @@ _VISEME_GROUPS: list[tuple[str, tuple[float, float, float, float]]] = [
     ("j", (0.20, 0.50, 0.0, 0.0)),
 ]
 VISEMES: dict[str, tuple[float, float, float, float]] = {
-    symbol: shape for symbols, shape in _VISEME_GROUPS for symbol in symbols.split()
+    symbol: shape for symbols, shape in VISEME_GROUPS for symbol in symbols.split()
 }
 REST = (0.0, 0.0, 0.0, 0.0)
 SILENT = set("^$_ .,;:?!—-…")

@@ -13,12 +13,12 @@ from protocol.names import ACTOR_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bottom to top: a package may import its own layer and the ones below, never above.
-LAYERS = ("protocol", "persona", "registry", "actors", "gateway", "sessions", "clients", "scenes", "bench",
-          "supervisor")
+LAYERS = ("protocol", "persona", "registry", "actors", "gateway", "sessions", "clients", "scenes", "training",
+          "bench", "supervisor")
 #: Runtime: what runs inside the supervised processes, and the supervisor's own loop.
 RUNTIME = ("persona", "registry", "actors", "gateway", "sessions")
 RUNTIME_MODULES = ("supervisor/arbiter.py", "supervisor/commands.py")
-CLIENT_TOOLING = ("clients", "bench", "scenes")
+CLIENT_TOOLING = ("clients", "bench", "scenes", "training")
 #: Longest function allowed where the runtime lives (an actor's loop must fit on a screen).
 MAX_FUNCTION_LINES = 80
 MAX_RUN_LINES = 25

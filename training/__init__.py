@@ -1,0 +1,1 @@
+"""Training of the learned parts that ship with Personas (client tooling: the runtime never imports it)."""
