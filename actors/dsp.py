@@ -12,6 +12,9 @@ import numpy as np
 
 #: A barge-in fades the cut frame's audio to zero within this many milliseconds (no click).
 BARGE_FADE_MS = 5
+#: The player's audio leaves in blocks this long (its sound-card period): a barge-in fades out
+#: from the first block that has not started playing, not at the next frame boundary.
+AUDIO_BLOCK_MS = 5
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:
@@ -45,9 +48,23 @@ def fade_out(pcm: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def barge_cut(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The barge-in cut of one frame's audio: faded to zero within BARGE_FADE_MS."""
-    return fade_out(pcm, BARGE_FADE_MS * sample_rate // 1000)
+def barge_cut(pcm: np.ndarray, sample_rate: int, at: int = 0) -> np.ndarray:
+    """The barge-in cut of one frame's audio: unchanged before sample ``at`` (blocks already
+    playing), faded to zero within BARGE_FADE_MS from there, silence after."""
+    out = pcm.copy()
+    out[at:] = fade_out(pcm[at:], BARGE_FADE_MS * sample_rate // 1000)
+    return out
+
+
+def blocks_per_frame(fps: int) -> int:
+    """How many AUDIO_BLOCK_MS blocks one frame's audio leaves in (8 at 25 fps)."""
+    return max(1, round(1000 / (fps * AUDIO_BLOCK_MS)))
+
+
+def block_start(block: int, n_samples: int, blocks: int) -> int:
+    """First sample of ``block`` inside a frame of ``n_samples`` cut into ``blocks`` (the frame
+    rule again, so the blocks tile the frame exactly: 0, 110, 220, 330, 441, ... at 882)."""
+    return block * n_samples // blocks
 
 
 def place_timing(start: int, scale: float, phonemes, word_anchors) -> tuple[list, tuple]:

@@ -27,6 +27,7 @@ from protocol import TextChunk
 
 from .adapters import Synthesis, TTSAdapter, make_adapter
 from .adapters.fault import FaultInjector
+from .lips import LipTiming
 from persona.voice import VoiceSchema
 from .runtime import ActorContext
 
@@ -43,8 +44,8 @@ _worker_ids = itertools.count()
 class SynthesisWorker:
     """One engine's thread; results come back through a queue plus a wake-up byte."""
 
-    def __init__(self, zctx: zmq.Context, adapter: TTSAdapter, faults: FaultInjector):
-        self.adapter, self.faults = adapter, faults
+    def __init__(self, zctx: zmq.Context, adapter: TTSAdapter, faults: FaultInjector, lips: LipTiming):
+        self.adapter, self.faults, self.lips = adapter, faults, lips
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.results: queue.Queue = queue.Queue(maxsize=4)
         address = f"inproc://tts-worker-{next(_worker_ids)}"
@@ -97,6 +98,7 @@ class SynthesisWorker:
                 self.faults.before_call(self.adapter.name, self.cancelled)
                 result: Synthesis | Exception = self.adapter.synthesize(chunk.text, voice)
                 self.faults.after_call(self.adapter.name, result.duration_ms, self.cancelled)
+                result = self.lips.apply(result)
             except Exception as exc:  # an engine failure must not kill the actor
                 result = exc
             self.results.put((chunk, result), timeout=10)
@@ -166,6 +168,7 @@ class EnginePool:
     def __init__(self, ctx: ActorContext, voice: VoiceSchema, faults: FaultInjector):
         self.ctx, self.tts = ctx, ctx.config["tts"]
         self.engines: dict[str, Engine] = {}
+        lips = LipTiming(ctx.config)
         for name in self.tts["adapters"]:
             adapter = make_adapter(name, ctx.config)
             try:
@@ -176,7 +179,7 @@ class EnginePool:
                 if name == self.tts["adapter"]:
                     raise
                 continue
-            self.engines[name] = Engine(name, adapter, SynthesisWorker(ctx.zmq, adapter, faults))
+            self.engines[name] = Engine(name, adapter, SynthesisWorker(ctx.zmq, adapter, faults, lips))
         self.job: Job | None = None
         self.last_adapter = ""
         self.config_swap = False  # the active engine was changed by config: its next audio is a "config" swap
@@ -207,9 +210,10 @@ class EnginePool:
         return backup if backup and backup not in tried and not self.engines[backup].worker.busy else ""
 
     # -- starting and watching a synthesis -------------------------------------------------------
-    def start(self, chunk: TextChunk, voice: VoiceSchema) -> bool:
+    def start(self, chunk: TextChunk, voice: VoiceSchema, urgent: bool = False) -> bool:
         """Give ``chunk`` to the engine that should speak it; False if every usable one is busy
-        (e.g. the stalled one): try again next turn."""
+        (e.g. the stalled one): try again next turn. ``urgent``: a listener is waiting for it (a
+        turn's first chunk); an engine that can (Piper, voice.burst) spreads it over idle cores."""
         first = self.engines[self.active]
         name, why = self.active, ""
         if not first.usable(time.monotonic()):
@@ -218,6 +222,8 @@ class EnginePool:
                 name, why = backup, first.down_why or "busy"
         if self.engines[name].worker.busy:
             return False
+        if hasattr(self.engines[name].adapter, "urgent"):  # read by its worker thread, after the submit below
+            self.engines[name].adapter.urgent = urgent
         self.submit(chunk, name, [], voice, why)
         return True
 

@@ -121,6 +121,7 @@ class Tts:
         self.pending: deque[TextChunk] = deque()  # bounded by the window granted to the parser
         self.outgoing: deque[Outgoing] = deque()  # at most MAX_OUTGOING synthesised chunks in memory
         self.utterance: int | None = None
+        self.first_waiting = False  # the utterance's first chunk has not started: a listener waits for it
         self.accepted_through = -1  # highest chunk taken this epoch: a repeat from a new parser is dropped
         self.paused = False  # a recovery below is under way: send no audio until it rewinds
         self.global_rate = int(self.config["media"]["sample_rate"])
@@ -272,8 +273,10 @@ class Tts:
         if chunk.utterance_id != self.utterance:
             self.utterance = chunk.utterance_id
             self.controller.start_over()
-        if self.pool.start(chunk, self.voice):
+            self.first_waiting = True
+        if self.pool.start(chunk, self.voice, urgent=self.first_waiting):
             self.pending.popleft()
+            self.first_waiting = False
 
     def report_synthesis(self, name: str, job: Job, result: Synthesis) -> None:
         chunk = job.chunk
@@ -281,7 +284,7 @@ class Tts:
                       surface=name,
                       data={"chars": len(chunk.text), "audio_ms": round(result.duration_ms, 1), "adapter": name,
                             "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
-                            "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes),
+                            "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes), "lips": result.timing,
                             "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried,
                             "voice": self.config["voice"]["persona"], "determinism": result.determinism,
                             "seed": result.seed, "sample_rate": result.sample_rate, "samples": int(len(result.pcm))})

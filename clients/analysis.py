@@ -124,3 +124,36 @@ def spoken_pcm(packets: list, min_silence: int = 40) -> np.ndarray:
         if stop - start >= min_silence:
             keep[start:stop] = False
     return pcm[keep]
+
+
+class MouthMeter:
+    """How open the built-in persona's mouth is in presented frames: the mean |difference| of the
+    mouth region from the same region of the resting face (rendered here with every parameter
+    at rest). Meant for sessions with idle motion off, where only the mouth moves under speech."""
+
+    def __init__(self, config: dict):
+        from actors.render import FaceDriver
+        from actors.render.motion import N_PARAMS
+
+        face = FaceDriver(config)
+        anchor = next(iter(face.persona.faces.values()))
+        width = face.renderer.width
+        lm = anchor.landmarks * width / anchor.size
+        self.box = (int(lm[50:53, 1].min()) - 4, int(lm[57, 1]) + 14, int(lm[48, 0]) - 4, int(lm[54, 0]) + 4)
+        rest = face.renderer.render(np.zeros((1, N_PARAMS), np.float32))[0]
+        self.rest = self.region(rest)
+
+    def region(self, image: np.ndarray) -> np.ndarray:
+        y0, y1, x0, x1 = self.box
+        return image[y0:y1, x0:x1].astype(np.float32)
+
+    def opening(self, packet) -> float:
+        image = np.frombuffer(packet.pixels, np.uint8).reshape(packet.height, packet.width, 3)
+        return float(np.abs(self.region(image) - self.rest).mean())
+
+    def track(self, packets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame indices, mouth opening, audio RMS) of the speech frames with pixels, in frame order."""
+        speech = sorted({p.frame_index: p for p in packets if p.kind == "speech" and len(p.pixels)}.values(),
+                        key=lambda p: p.frame_index)
+        rms = [float(np.sqrt(np.mean(np.frombuffer(p.pcm, np.int16).astype(np.float64) ** 2))) for p in speech]
+        return (np.array([p.frame_index for p in speech]), np.array([self.opening(p) for p in speech]), np.array(rms))

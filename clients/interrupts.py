@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 from actors.dsp import BARGE_FADE_MS
+from protocol import frame_samples
 
 from .session import Session
 
@@ -18,14 +19,19 @@ BARGE_SCRIPT = ("Let me tell you a long story about the lighthouse keeper who li
 def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
                                echo: Callable[[str], None] = print) -> list[dict]:
     """Start speaking, interrupt at a random moment (ingress or control, alternately), repeat.
-    Per point: when it was sent, the next presentation tick after it (the floor for a
-    frame-aligned cut) and when the last audible old-epoch sample was played: the end of
-    the faded cut frame (its fade), or of the last whole old frame."""
+    Per point, on the player's sample clock: when the last audible old-epoch sample played (the
+    end of the fade in the cut tick, which starts at its ``cut_at`` sample, or the end of the
+    last whole old frame with sound), and the same-run baseline: where a frame-aligned cut would
+    have ended (the first tick due after the player had the barge-in, + the fade)."""
     rng = random.Random(seed)
-    frame_ns = 1e9 / int(session.config["media"]["fps"])
+    fps, sr = int(session.config["media"]["fps"]), int(session.config["media"]["sample_rate"])
+    fade_samples = BARGE_FADE_MS * sr // 1000
 
     def audio_end_ns(present: dict) -> float:
-        return present["data"]["due_ns"] + (BARGE_FADE_MS * 1e6 if present["data"]["faded"] else frame_ns)
+        data = present["data"]
+        cut_at = data.get("cut_at", -1)
+        played = cut_at + fade_samples if cut_at >= 0 else frame_samples(data["tick"], sr, fps)
+        return data["due_ns"] + played * 1e9 / sr
 
     records = []
     for i in range(points):
@@ -45,34 +51,44 @@ def interrupt_at_random_points(session: Session, points: int, seed: int = 0,
             session.control.call("barge_in", reason="bench")
         acked = session.timeline.wait_for(lambda e: e["actor"] == "supervisor" and e["stage"] == "barge_in"
                                           and e["epoch"] > old_epoch and "all_acknowledged_ms" in e["data"], 10, start)
-        # The player presents in order: once a tick of the new epoch is out, every old frame is too.
+        # The player presents in order: once a tick of the new epoch is out, every old one is too.
         session.timeline.wait_for(lambda e: e["actor"] == "player" and e["stage"] == "present"
                                   and e["epoch"] > old_epoch, 5, start)
         events = session.timeline.events[start:]
         presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present"]
-        old_audio = [audio_end_ns(e) for e in presents if e["epoch"] <= old_epoch and e["data"].get("rms", 0) > 0]
+        old = [e for e in presents if e["epoch"] <= old_epoch]
+        last_old = max((audio_end_ns(e) for e in old if e["data"].get("rms", 0) > 0), default=None)
         next_tick = min((e["data"]["due_ns"] for e in presents if e["data"]["due_ns"] >= sent_ns), default=None)
-        last_old = max(old_audio) if old_audio else None
-        late_old = [e for e in presents if e["epoch"] <= old_epoch and e["data"]["due_ns"] > sent_ns]
-        # The player's own receipt of the new epoch: from then on at most one old frame (the
-        # faded cut frame) may be presented.
+        late_old = [e for e in old if e["data"]["due_ns"] > sent_ns]
+        # The player's own receipt of the new epoch, and its cut: from then on at most one old tick
+        # (the cut on a frame boundary, under the held picture) may go on air.
         player_ack = next((e for e in events if e["actor"] == "player" and e["stage"] == "barge_in"
                            and e["epoch"] > old_epoch), None)
-        after_ack = [e for e in presents if player_ack and e["epoch"] <= old_epoch and e["ts_ns"] > player_ack["ts_ns"]]
+        flush = next((e for e in events if e["actor"] == "player" and e["stage"] == "flush" and e["epoch"] > old_epoch), None)
+        cut = next((e for e in old if e["data"].get("cut_at", -1) >= 0), None)
+        after_ack = [e for e in old if player_ack and e["ts_ns"] > player_ack["ts_ns"]]
+        boundary = min((e["data"]["due_ns"] for e in presents
+                        if player_ack and e["data"]["due_ns"] >= player_ack["ts_ns"]), default=None)
+        ms = lambda ns: round((ns - sent_ns) / 1e6, 2) if ns is not None else None  # noqa: E731
         record = {
             "via": via, "sent_ns": sent_ns, "old_epoch": old_epoch,
             "new_epoch": acked["epoch"] if acked else None,
             "acknowledged_ms": acked["data"]["all_acknowledged_ms"] if acked else None,
-            "player_received_ms": round((player_ack["ts_ns"] - sent_ns) / 1e6, 2) if player_ack else None,
+            "player_received_ms": ms(player_ack["ts_ns"]) if player_ack else None,
             "cut_ms": round(max(0, (last_old or sent_ns) - sent_ns) / 1e6, 2),
-            "next_frame_boundary_ms": round((next_tick - sent_ns) / 1e6, 2) if next_tick else None,
+            "frame_boundary_cut_ms": ms(boundary + fade_samples * 1e9 / sr) if boundary is not None else None,
+            "next_frame_boundary_ms": ms(next_tick),
+            "cut": ({"epoch": cut["epoch"], "frame": cut["frame"], "tick": cut["data"]["tick"],
+                     "cut_at": cut["data"]["cut_at"], "held": cut["data"].get("held", False)} if cut else None),
+            "flush_cut_at": flush["data"].get("cut_at") if flush else None,
             "old_frames_after_barge_in": len(late_old),
             "old_frames_after_barge_in_audible": sum(1 for e in late_old if e["data"].get("rms", 0) > 0),
             "old_frames_after_player_received": len(after_ack),
-            "cut_frame_faded": all(e["data"]["faded"] for e in after_ack),
+            "cut_frame_faded": all(e["data"].get("cut_at", -1) == 0 and e["data"].get("held") for e in after_ack),
         }
         records.append(record)
         echo(f"point {i + 1:>2} via {via:<7}: last old sample {record['cut_ms']:6.1f} ms after the barge-in "
-             f"(next frame boundary {record['next_frame_boundary_ms']} ms, player had it at "
-             f"{record['player_received_ms']} ms), acks in {record['acknowledged_ms']} ms")
+             f"(frame-aligned cut {record['frame_boundary_cut_ms']} ms, player had it at "
+             f"{record['player_received_ms']} ms, fade at sample {record['cut']['cut_at'] if cut else '-'}), "
+             f"acks in {record['acknowledged_ms']} ms")
     return records

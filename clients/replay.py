@@ -229,10 +229,12 @@ class Replay:
             key = (e["epoch"], e["frame"])
             if key not in self.rendered:
                 raise ReplayError(f"frame {key} was presented but never rendered on the timeline")
-            image = self.overlay.draw(self.rendered.pop(key).copy())
+            rendered = self.rendered.pop(key)
+            image = self.last_image if data.get("held") else self.overlay.draw(rendered.copy())
             pcm = self.frame_audio(e["epoch"], e["frame"])
-            if data.get("faded"):
-                pcm = barge_cut(pcm, self.sr)
+            cut_at = data.get("cut_at", 0 if data.get("faded") else -1)  # the barge-in fade, where it starts
+            if cut_at >= 0:
+                pcm = barge_cut(pcm, self.sr, cut_at)
             for stale in [k for k in self.rendered if k[0] < e["epoch"] or (k[0] == e["epoch"] and k[1] < e["frame"])]:
                 del self.rendered[stale]  # flushed or skipped in the session: never presented
         self.last_image = image

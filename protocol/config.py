@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .names import ACTOR_NAMES, ADAPTER_NAMES, ENDPOINT_NAMES, FAULT_KINDS
+from .names import ACTOR_NAMES, ADAPTER_NAMES, ENDPOINT_NAMES, FAULT_KINDS, LIP_SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
@@ -34,7 +34,7 @@ LIVE_KEYS = frozenset({
     "controller.enabled", "controller.mode", "controller.first_fragment", "controller.min_first_words",
     "controller.comfort_low_ms", "controller.comfort_high_ms",
     "fault.adapter", "fault.kind", "fault.ms",
-    "persona.id",
+    "persona.id", "driver.lips",
 })
 #: Allowed values for the enumerated keys (for a list, of each of its items).
 CHOICES = {
@@ -46,6 +46,7 @@ CHOICES = {
     "device.preference": ("mps", "cuda", "cpu"),
     "device.dtype": ("auto", "float16", "float32"),
     "persona.mode": ("close_up", "medium"),
+    "driver.lips": LIP_SOURCES,
     "supervisor.warm_spares": ACTOR_NAMES,
     "sessions.warm_spares": ACTOR_NAMES,
 }

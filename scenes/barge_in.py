@@ -1,9 +1,9 @@
-"""Scene 4, Barge-In: interrupt again and again at random points. Hard stop at a frame
-boundary, the buffer flushed, a fast re-seed, and nothing stale ever reaches the sink."""
+"""Scene 4, Barge-In: interrupt again and again at random points. Hard stop at the next
+audio block, the buffer flushed, a fast re-seed, and nothing stale ever reaches the sink."""
 
 from __future__ import annotations
 
-from actors.dsp import BARGE_FADE_MS
+from actors.dsp import AUDIO_BLOCK_MS, BARGE_FADE_MS
 from clients.interrupts import interrupt_at_random_points
 from clients.analysis import utterance_ttff
 
@@ -17,17 +17,19 @@ def run(scene: Scene) -> None:
     start = len(scene.events)
     done = session.say_and_wait("Right, let me start again from the beginning.")
     cuts = [r["cut_ms"] for r in records]
-    # Once the player has the new epoch, the next tick is the cut: one old frame faded out within
-    # BARGE_FADE_MS, nothing old after it, so the last old sample is at most a frame + the fade later.
-    frame_ms = 1000 / int(session.config["media"]["fps"])
-    at_boundary = [r for r in records if r["player_received_ms"] is not None and r["cut_frame_faded"]
-                   and r["old_frames_after_player_received"] <= 1
-                   and r["cut_ms"] <= r["player_received_ms"] + frame_ms + BARGE_FADE_MS + 1]
-    scene.notes.update({"cut_ms": cuts, "next_frame_boundary_ms": [r["next_frame_boundary_ms"] for r in records],
+    # Once the player has the new epoch, the first audio block that has not started is the cut: the
+    # old audio fades out within BARGE_FADE_MS from there (on a frame boundary: in the next old frame,
+    # under the held picture, the only old tick after it), so the last old sample is at most a block
+    # + the fade after the player has it (+ 1 ms of clock rounding).
+    at_block = [r for r in records if r["player_received_ms"] is not None and r["cut_frame_faded"]
+                and r["old_frames_after_player_received"] <= 1
+                and r["cut_ms"] <= r["player_received_ms"] + AUDIO_BLOCK_MS + BARGE_FADE_MS + 1]
+    scene.notes.update({"cut_ms": cuts, "frame_boundary_cut_ms": [r["frame_boundary_cut_ms"] for r in records],
+                        "next_frame_boundary_ms": [r["next_frame_boundary_ms"] for r in records],
                         "player_received_ms": [r["player_received_ms"] for r in records]})
-    scene.check("hard stop at a frame boundary", len(at_boundary) == len(records),
-                f"{len(at_boundary)}/{len(records)} cut at the first tick after the player had it; max last old sample "
-                f"{max(cuts)} ms", f"one faded frame, silent <= {frame_ms:.0f} + {BARGE_FADE_MS} ms after the player has it")
+    scene.check("hard stop at the next audio block", len(at_block) == len(records),
+                f"{len(at_block)}/{len(records)} cut at the first block after the player had it; max last old sample "
+                f"{max(cuts)} ms", f"faded, silent <= {AUDIO_BLOCK_MS} + {BARGE_FADE_MS} ms after the player has it")
     flushes = {e["epoch"] for e in scene.of("player", "flush")}
     scene.check("buffer flushed every time", all(r["new_epoch"] in flushes for r in records), len(flushes), f"{points}")
     epochs = [p.epoch for p in scene.capture.packets]

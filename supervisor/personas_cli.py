@@ -247,6 +247,25 @@ def scenes_run(names, run_all, adapters, quick) -> None:
         sys.exit(1)  # the same command as `personas-supervisor barge-in`
 
 
+@main.group(help="Train the learned parts that ship with Personas.")
+def train() -> None:
+    pass
+
+
+@train.command("lips", help="Make the lip model's data (Piper and espeak-ng speak a generated corpus with their "
+                            "alignments), train the audio-to-viseme network with a fixed seed, evaluate it on unseen "
+                            "sentences and an unseen voice, write the weights and the model card.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="weights file (default: the shipped actors/lips_model/lips.npz); the card is written beside it")
+@click.option("--quick", is_flag=True, help="a few sentences and steps: checks the pipeline, not a usable model")
+def train_lips(out, quick) -> None:
+    from actors.lips import WEIGHTS
+    from training.lips import QUICK, Settings, run_training
+
+    card = run_training(QUICK if quick else Settings(), Path(out) if out else WEIGHTS, echo=click.echo)
+    click.echo(json.dumps({"sha256": card["sha256"], "evaluation": card["evaluation"]}, indent=2))
+
+
 @main.group(help="Benchmarks; each figure comes with a baseline measured in the same run.")
 def bench() -> None:
     pass
@@ -272,6 +291,12 @@ BENCHMARKS = {
     "sessions": ("Concurrent speaking sessions with 0 underflows, per-session CPU and RSS, vs one session alone; "
                  "--save writes the capacity measurement the session manager admits by.",
                  {"limit": 4, "save": False}, True),
+    "peer": ("Time to first audio vs Pipecat's PiperTTSService (same voice, tokens and rate, one run): sentence rule "
+             "and clause-first.", {"runs": 6}, True),
+    "lips": ("The learned lip model on held-out sentences and an unseen voice: mouth opening r and lag vs the "
+             "engine's alignment, beside the shadow alignment; its cost and look-ahead.", {"held_out": 24}, False),
+    "drift": ("Phoneme-to-frame drift over a long narration: each open vowel's mouth-opening peak vs the vowel's "
+              "time on the audio clock, alignment-driven and audio-driven lips.", {}, True),
 }
 
 

@@ -52,8 +52,8 @@ class Utterance:
 
 @dataclass
 class Settings:
-    sentences: int = 360  # per engine
-    steps: int = 1500
+    sentences: int = 240  # per engine
+    steps: int = 1000
     batch: int = 24
     crop_hops: int = 300
     augmented_copies: int = 2
@@ -68,7 +68,9 @@ def piper_adapter():
     from actors.adapters.piper import PiperAdapter
     from protocol.config import load_config
 
-    adapter = PiperAdapter(load_config())
+    config = load_config()
+    config["voice"]["threads"] = THREADS  # the data's last bits depend on it: fixed, not the operator's setting
+    adapter = PiperAdapter(config)
     adapter.load()
     return adapter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import threading
 import time
 import zlib
@@ -100,6 +101,77 @@ class _CancellableSession:
         return getattr(self._session, name)
 
 
+class CorePlacement:
+    """Where one session's threads run: spread over the machine's cores (a burst) or all on
+    one core. onnxruntime splits each operator into as many parts as the session has threads
+    whichever core runs them, so the audio is the same either way; only the wall time differs.
+
+    A burst is taken only when a core is idle right now (``/proc/loadavg``: runnable tasks
+    other than us fewer than the spare cores), so it never takes a core from a frame
+    deadline. Linux only: elsewhere the threads stay where the OS puts them.
+    """
+
+    def __init__(self, worker_tids: list[int]):
+        self.enabled = hasattr(os, "sched_setaffinity") and os.path.exists("/proc/loadavg")
+        self.cores = sorted(os.sched_getaffinity(0)) if self.enabled else []
+        self.worker_tids = worker_tids
+        self.spread: bool | None = None  # unknown until the first placement
+        self.caller_mask: set[int] | None = None
+        self.bursts = 0
+
+    def core_idle(self, threads: int) -> bool:
+        """At least ``threads - 1`` cores beyond the one we run on have nothing runnable."""
+        with open("/proc/loadavg", "rb") as f:  # procfs, no disk: one small read
+            running = int(f.read().split()[3].split(b"/")[0]) - 1  # minus this thread
+        return running <= len(self.cores) - threads
+
+    def place(self, burst: bool, threads: int) -> bool:
+        """Spread this session's threads for this call (True) or keep them on one core."""
+        if not self.enabled or threads < 2 or len(self.cores) < 2:
+            return False
+        spread = burst and self.core_idle(threads)
+        try:
+            self.caller_mask = os.sched_getaffinity(0)  # the calling thread's, given back by release()
+            mask = self.cores if spread else [current_cpu(self.cores[0])]
+            for tid in [threading.get_native_id(), *(self.worker_tids if spread != self.spread or not spread else ())]:
+                os.sched_setaffinity(tid, mask)
+            self.spread = spread
+        except OSError:  # a thread gone or a mask refused: leave placement to the OS
+            self.enabled = False
+            return False
+        self.bursts += spread
+        return spread
+
+    def release(self) -> None:
+        """The calling thread runs where it ran before ``place`` (a test or a bench may call
+        from its main thread, whose mask every thread it starts later would inherit)."""
+        if self.enabled and self.caller_mask:
+            try:
+                os.sched_setaffinity(0, self.caller_mask)
+            except OSError:
+                pass
+            self.caller_mask = None
+
+
+def current_cpu(default: int) -> int:
+    """The core the calling thread runs on (glibc's sched_getcpu), else ``default``."""
+    import ctypes
+
+    try:
+        cpu = ctypes.CDLL(None).sched_getcpu()
+    except (AttributeError, OSError):
+        return default
+    return cpu if cpu >= 0 else default
+
+
+def new_threads(before: set[str]) -> list[int]:
+    """Thread ids of this process that did not exist in ``before`` (a /proc/self/task listing)."""
+    try:
+        return sorted(int(t) for t in set(os.listdir("/proc/self/task")) - before)
+    except OSError:
+        return []
+
+
 def rng_copy(rng: np.random.Generator) -> np.random.Generator:
     """An independent copy, so every noise input starts from the same state (deterministic)."""
     clone = np.random.Generator(type(rng.bit_generator)())
@@ -115,6 +187,11 @@ class PiperAdapter(TTSAdapter):
         self.max_chunk_chars = int(config["parser"]["max_chunk_chars"])
         self.voice = None
         self.session: _CancellableSession | None = None
+        self.threads = int(self.voice_cfg["threads"])
+        self.placement: CorePlacement | None = None
+        #: Set by the TTS actor before a chunk a listener is waiting for (a turn's first): its
+        #: synthesis may spread over idle cores (voice.burst).
+        self.urgent = False
         self.model_path = resolve_voice_model(self.voice_cfg["piper_model"])
 
     def describe(self) -> dict:
@@ -150,9 +227,14 @@ class PiperAdapter(TTSAdapter):
         add_alignment_output(model)  # in memory: exposes samples per phoneme id
         noise_inputs = seed_random_nodes(model)  # in memory: noise from our seeded generator
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(self.voice_cfg["threads"])
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # A waiting thread sleeps instead of spinning: it must not burn the core the driver
+        # needs, nor the one core both threads share when they are not spread.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        before = set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else set()
         session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        self.placement = CorePlacement(new_threads(before) if before else [])
         self.session = _CancellableSession(session, noise_inputs, channels=inter_channels(model))
         self.voice = PiperVoice(config=piper_config, session=self.session)
         self.sample_rate = piper_config.sample_rate
@@ -188,6 +270,13 @@ class PiperAdapter(TTSAdapter):
         started = time.perf_counter()
         seed = chunk_seed(voice, text)
         self.session.seed, self.session.calls = seed, 0
+        self.placement.place(self.urgent and bool(self.voice_cfg["burst"]), self.threads)
+        try:
+            return self._synthesize(text, voice, started, seed)
+        finally:
+            self.placement.release()
+
+    def _synthesize(self, text: str, voice: VoiceSchema, started: float, seed: int) -> Synthesis:
         pieces: list[np.ndarray] = []
         phonemes: list[tuple[str, int, int]] = []
         position = 0

@@ -35,12 +35,15 @@ def test_barge_in_at_random_points_leaves_nothing_stale(tmp_path):
     for r in records:
         assert r["new_epoch"] == r["old_epoch"] + 1
         assert r["cut_ms"] < 100  # generous sanity bound; the benchmark reports the real figures
-        # Once the player has the new epoch, only the cut frame (faded) may still be old.
+        # Once the player has the new epoch, only a cut on the frame boundary (faded from its first
+        # sample, under the held picture) may still be old.
         assert r["old_frames_after_player_received"] <= 1 and r["cut_frame_faded"]
-        old = [p for p in packets if p.epoch == r["old_epoch"]]
-        if old and old[-1].kind == "speech" and r["old_frames_after_barge_in"]:
-            pcm = np.frombuffer(old[-1].pcm, np.int16)
-            assert np.all(pcm[FADE_SAMPLES:] == 0)  # the cut frame fades out, then silence
+        if r["cut"]:  # speech was on air: the sink got the cut tick silent from its fade's end on
+            cut = [p for p in packets if (p.epoch, p.frame_index) == (r["cut"]["epoch"], r["cut"]["frame"])]
+            assert len(cut) == 1 and r["cut"]["cut_at"] == r["flush_cut_at"]
+            pcm = np.frombuffer(cut[0].pcm, np.int16)
+            assert np.all(pcm[r["cut"]["cut_at"] + FADE_SAMPLES:] == 0)
+            assert cut[0] is [p for p in packets if p.epoch == r["old_epoch"]][-1]  # nothing old after it
         flush = [e for e in events if e["stage"] == "flush" and e["epoch"] == r["new_epoch"]]
         assert flush, "the player flushed its buffer"
     mine = [p for p in packets if p.utterance_id == final["utterance_id"] and p.epoch == final["epoch"]]

@@ -96,7 +96,7 @@ def packet(k: int, epoch: int, kind: str = "speech", amp: int = 9000, utterance:
                     utterance_id=utterance, sequence_id=0, pixels=bytes([k % 256]) * (32 * 32 * 3), pcm=pcm.tobytes())
 
 
-def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_with_a_short_fade(tmp_path):
+def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_at_the_next_block(tmp_path):
     config = write_private_config(tmp_path / "c.toml", {"media": {"width": 32, "height": 32}, "player": {"overlay_text": ""}})
     with ActorHarness("player", config) as h:
         collector = AVCollector(h.endpoints["av_out"])
@@ -119,10 +119,18 @@ def test_player_waits_for_the_jitter_buffer_then_cuts_a_barge_in_with_a_short_fa
         old = [p for p in presented if p.epoch == 0]
         new = [p for p in presented if p.epoch == 1]
         assert new and old and len(old) < 30  # the rest of the old epoch was flushed
+        # The cut: the tick on air when the barge-in came fades out from the first block that had not
+        # started (on a frame boundary: the next old frame's first block, under the held picture).
+        cuts = [e for e in h.events_of("present") if e["epoch"] == 0 and e["data"]["cut_at"] >= 0]
+        assert len(cuts) == 1 and old[-1].frame_index == cuts[0]["frame"]
+        at, fade = cuts[0]["data"]["cut_at"], BARGE_FADE_MS * SR // 1000
         cut = np.frombuffer(old[-1].pcm, np.int16)
-        fade = BARGE_FADE_MS * SR // 1000
-        assert np.all(cut[fade:] == 0) and abs(int(cut[fade - 1])) < 200  # faded to silence within the fade
+        whole = np.frombuffer(packet(old[-1].frame_index, 0).pcm, np.int16)
+        assert np.array_equal(cut[:at], whole[:at])  # the blocks already playing are untouched
+        assert np.all(cut[at + fade:] == 0) and abs(int(cut[at + fade - 1])) < 200  # faded to silence within the fade
+        if cuts[0]["data"]["held"]:  # a cut on the boundary shows no new old picture
+            assert at == 0 and old[-1].pixels == old[-2].pixels
         assert presented.index(new[0]) == presented.index(old[-1]) + 1 or all(
             p.epoch == 0 or p.kind == "fill" for p in presented[presented.index(old[-1]) + 1:presented.index(new[0])])
         flush = h.events_of("flush")[0]["data"]
-        assert flush["fade_frame"] is True and flush["dropped_frames"] > 0
+        assert flush["dropped_frames"] > 0 and flush["cut_at"] == at and flush["fade_frame"] is (at == 0)

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from actors.dsp import BARGE_FADE_MS, fade_out
+from actors.dsp import BARGE_FADE_MS, barge_cut, block_start, blocks_per_frame, fade_out
 from actors.driver import Driver
 from actors.engine_pool import ERROR_RETRY_S
 from actors.parser import Parser
@@ -112,10 +112,14 @@ def test_player_starts_when_the_jitter_buffer_is_full_and_returns_a_credit_per_f
         assert not player.playing
         ctx.deliver(player, packet(player.jitter_min - 1))
         player.step()
-        assert player.playing and ctx.events_of("present")[0]["frame"] == 0
+        assert player.playing and player.on_air.packet.frame_index == 0
+        assert not ctx.events_of("present")  # on air: sealed (sinks, timeline) once its last block has started
         for tick in range(1, player.jitter_min):
-            player.present(time.monotonic(), time.monotonic())
+            player.present(time.monotonic(), time.monotonic())  # seals the tick before
             player.tick += 1
+        time.sleep(max(0.0, player.on_air.last_block_due - time.monotonic()) + 0.002)
+        player.step()
+        assert player.on_air is None
         frames = [e["frame"] for e in ctx.events_of("present")]
         assert frames == list(range(player.jitter_min))
         assert sum(c.amount for c in ctx.of_type("driver", Credit)) == player.jitter_min  # one per frame out
@@ -124,30 +128,53 @@ def test_player_starts_when_the_jitter_buffer_is_full_and_returns_a_credit_per_f
                           "chunk_start": -1}
 
 
-def test_player_cuts_a_barge_in_with_one_faded_frame_then_holds_and_an_empty_buffer_mid_speech_underflows(config):
+def test_player_cuts_a_barge_in_at_the_next_block_then_holds_and_an_empty_buffer_mid_speech_underflows(config):
     with context("player", config) as ctx:
         player = Player(ctx)
         for k in range(8):
             ctx.deliver(player, packet(k))
-        player.step()
+        player.step()  # tick 0 (frame 0) on air, its first block playing
         ctx.on_system(player, BargeIn(epoch=1, reason="test"))
-        assert len(player.buffer) == 1 and player.fade_next  # the one old frame that carries the fade
-        assert ctx.events_of("flush")[-1]["data"]["dropped_frames"] == 6
-        assert ctx.of_type("driver", Credit)[-1].amount == player.window - 1
+        cut = ctx.events_of("present")[-1]  # the cut seals the tick at once
+        blocks = blocks_per_frame(FPS)
+        at = cut["data"]["cut_at"]
+        assert cut["frame"] == 0 and cut["epoch"] == 0 and not cut["data"]["held"] and player.on_air is None
+        assert at in [block_start(j, SPF, blocks) for j in range(1, blocks)]  # a block that had not started
+        expected = barge_cut(np.full(SPF, 6000, np.int16), SR, at)
+        assert np.all(expected[:at] == 6000) and not expected[at + BARGE_FADE_MS * SR // 1000:].any()
+        assert np.sqrt(np.mean(expected.astype(float) ** 2)) == pytest.approx(cut["data"]["rms"], abs=1)
+        flush = ctx.events_of("flush")[-1]["data"]
+        assert flush == {"dropped_frames": 7, "fade_frame": False, "cut_tick": 0, "cut_at": at} and not player.buffer
+        assert ctx.of_type("driver", Credit)[-1].amount == player.window
         ctx.deliver(player, packet(9, epoch=0))  # stale: never presented
         player.present(time.monotonic(), time.monotonic())
         player.tick += 1
-        cut = ctx.events_of("present")[-1]
-        assert cut["data"]["faded"] and cut["epoch"] == 0
-        expected = fade_out(np.full(SPF, 6000, np.int16), BARGE_FADE_MS * SR // 1000)
-        assert np.sqrt(np.mean(expected.astype(float) ** 2)) == pytest.approx(cut["data"]["rms"], abs=1)
-        player.present(time.monotonic(), time.monotonic())
         assert ctx.events_of("present")[-1]["result"] == "warn"  # an idle hold after the cut, not an underflow
         ctx.deliver(player, packet(20, epoch=1))
         player.present(time.monotonic(), time.monotonic())
         player.tick += 1
         player.present(time.monotonic(), time.monotonic())
         assert ctx.events_of("present")[-1]["result"] == "underflow"  # speech stopped without its final frame
+
+
+def test_player_cuts_on_the_boundary_when_every_block_of_the_frame_has_started(config):
+    with context("player", config) as ctx:
+        player = Player(ctx)
+        for k in range(8):
+            ctx.deliver(player, packet(k))
+        player.step()
+        time.sleep(max(0.0, player.on_air.last_block_due - time.monotonic()) + 0.002)  # its last block plays
+        ctx.on_system(player, BargeIn(epoch=1, reason="test"))
+        whole = ctx.events_of("present")[-1]
+        assert whole["frame"] == 0 and whole["data"]["cut_at"] == -1 and whole["data"]["rms"] == 6000
+        assert len(player.buffer) == 1 and player.fade_next  # the next old frame carries the fade
+        assert ctx.events_of("flush")[-1]["data"] == {"dropped_frames": 6, "fade_frame": True, "cut_tick": 1, "cut_at": 0}
+        player.present(time.monotonic(), time.monotonic())
+        cut = ctx.events_of("present")[-1]
+        assert cut["frame"] == 1 and cut["data"]["faded"] and cut["data"]["held"] and cut["data"]["cut_at"] == 0
+        expected = fade_out(np.full(SPF, 6000, np.int16), BARGE_FADE_MS * SR // 1000)
+        assert np.sqrt(np.mean(expected.astype(float) ** 2)) == pytest.approx(cut["data"]["rms"], abs=1)
+        assert np.array_equal(player.last_pixels, player.overlay.draw(np.full((256, 256, 3), 0, np.uint8)))  # frame 0 holds
 
 
 def test_player_skips_queued_fill_when_speech_arrives(config):
