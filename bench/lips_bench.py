@@ -7,10 +7,11 @@
   model's cost per second of audio and its look-ahead (the latency it adds to a stream).
 - drift: a long narration through the real pipeline, once with alignment-driven lips and once
   with audio-driven lips (`driver.lips` switched live). Every presented frame is captured; the
-  mouth opening is read from its pixels (clients.analysis.MouthMeter). For every open vowel of the speech (from Piper's
-  alignment of each chunk, placed on the audio clock where the stitcher put the chunk) the
-  opening's peak near it is located (parabolic interpolation between frames) and its time on
-  the audio clock is compared with the vowel's centre: median / p95 / max of |drift|.
+  mouth opening is read from its pixels (clients.analysis.MouthMeter). For every open vowel of
+  the speech (Piper's alignment of each chunk, placed on the audio clock where the stitcher put
+  the chunk) the frames around it are matched against the jaw the phonemes call for, shifted in
+  1 ms steps: the best shift is how far the picture is from the sound there. median / p95 / max
+  of |drift|.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from actors.lips import LOOKAHEAD_MS, hop_labels, log_mel, resolved_classes, shipped
-from actors.render.motion import VISEMES
+from actors.lips import LOOKAHEAD_MS, log_mel, shipped
+from actors.render.motion import VISEMES, coarticulate, envelope_gain, viseme_targets
 from clients.analysis import MouthMeter, summarize
 from clients.session import private_system
 from scenes.texts import LONG_READ
@@ -32,7 +33,9 @@ from training.lips import Settings, evaluate, held_out_sets
 #: Vowels whose jaw opens wide enough to peak visibly (the renderer's jaw >= this).
 OPEN_JAW = 0.55
 MIN_VOWEL_MS = 60
-SEARCH_FRAMES = 2
+WINDOW_FRAMES = 3  # frames each side of a vowel's frame
+MAX_SHIFT_MS = 80
+MIN_MATCH_R = 0.5  # below it the frames around the vowel do not show this vowel's shape at any shift
 
 
 def lips(held_out: int = 24, echo: Callable[[str], None] = print) -> dict:
@@ -72,8 +75,9 @@ def lips(held_out: int = 24, echo: Callable[[str], None] = print) -> dict:
 
 
 # -- drift ------------------------------------------------------------------------------------------
-def open_vowels(events: list[dict], utterance_id: int, sample_rate: int) -> list[float]:
-    """Centres (samples on the audio clock) of the open vowels Piper aligned in this utterance."""
+def aligned_phonemes(events: list[dict], utterance_id: int, sample_rate: int) -> list[tuple[str, int, int]]:
+    """Piper's alignment of every chunk of this utterance, placed on the audio clock where the
+    stitcher put the chunk (Piper is deterministic: the same text gives the same audio)."""
     from persona.voice import load_voice
     from training.lips import piper_adapter
 
@@ -81,35 +85,47 @@ def open_vowels(events: list[dict], utterance_id: int, sample_rate: int) -> list
              and e["utterance_id"] == utterance_id}
     starts = {e["chunk_id"]: e["data"]["start"] for e in events if e["stage"] == "stitch" and e["utterance_id"] == utterance_id
               and e["data"].get("piece") == 0 and e["data"].get("start", -1) >= 0}
+    samples = {e["chunk_id"]: e["data"]["samples"] for e in events if e["stage"] == "synth" and e["utterance_id"] == utterance_id}
     piper, voice = piper_adapter(), load_voice("joe")
-    centres = []
+    placed = []
     for chunk_id, start in sorted(starts.items()):
         syn = piper.synthesize(texts[chunk_id], voice)
-        assert syn.sample_rate == sample_rate, "the drift bench assumes the timeline runs at Piper's rate"
-        symbols = [s for s, _, _ in syn.phonemes]
-        for (symbol, a, n), cls in zip(syn.phonemes, resolved_classes(symbols)):
-            if VISEMES.get(symbol, (0,))[0] >= OPEN_JAW and n * 1000 / sample_rate >= MIN_VOWEL_MS:
-                centres.append(start + a + n / 2)
-    return centres
+        if syn.sample_rate != sample_rate or len(syn.pcm) != samples.get(chunk_id):
+            raise RuntimeError(f"chunk {chunk_id} does not resynthesise to the audio the session spoke")
+        placed += [(symbol, start + a, n) for symbol, a, n in syn.phonemes]
+    return placed
 
 
-def peak_drift_ms(track: dict[int, float], centres: list[float], sample_rate: int, fps: int) -> list[float]:
-    """For each vowel centre, the opening's local peak within SEARCH_FRAMES frames, interpolated."""
-    samples_per_frame = sample_rate / fps
+def open_vowel_centres(phonemes: list[tuple[str, int, int]], sample_rate: int) -> list[float]:
+    return [a + n / 2 for symbol, a, n in phonemes
+            if VISEMES.get(symbol, (0.0,))[0] >= OPEN_JAW and n * 1000 / sample_rate >= MIN_VOWEL_MS]
+
+
+def vowel_drifts_ms(frames: np.ndarray, opening: np.ndarray, rms: np.ndarray, phonemes: list, sample_rate: int,
+                    fps: int, sigma_ms: float) -> list[float]:
+    """Per open vowel: the shift of the jaw that the phonemes call for (coarticulated, scaled by each
+    frame's audio level, as the driver does) that best matches the mouth opening seen in the 7
+    frames around the vowel, searched in 1 ms steps. + = the mouth is late."""
+    rows = viseme_targets(phonemes)
+    sigma = sigma_ms * sample_rate / 1000.0
+    where = {int(k): i for i, k in enumerate(frames)}
+    shifts = np.arange(-MAX_SHIFT_MS, MAX_SHIFT_MS + 1)
+    gains = envelope_gain(rms)
     drifts = []
-    for centre in centres:
-        k0 = int(centre // samples_per_frame)
-        window = [k for k in range(k0 - SEARCH_FRAMES, k0 + SEARCH_FRAMES + 1) if k in track]
-        if len(window) < 2 * SEARCH_FRAMES + 1:
+    for centre in open_vowel_centres(phonemes, sample_rate):
+        k0 = int(centre * fps // sample_rate)
+        window = [where.get(k) for k in range(k0 - WINDOW_FRAMES, k0 + WINDOW_FRAMES + 1)]
+        if None in window:
             continue
-        k = max(window, key=track.get)
-        if k in (window[0], window[-1]) or k - 1 not in track or k + 1 not in track:
-            continue  # a rising or falling slope, not a peak of this vowel
-        a, b, c = track[k - 1], track[k], track[k + 1]
-        denominator = a - 2 * b + c
-        offset = 0.5 * (a - c) / denominator if denominator < 0 else 0.0
-        peak = (k + 0.5 + offset) * samples_per_frame  # frame k shows the mouth at its slot's centre
-        drifts.append((peak - centre) * 1000 / sample_rate)
+        seen = opening[window]
+        if seen.std() < 1e-3:
+            continue
+        times = ((frames[window] + 0.5) * sample_rate / fps)[None, :] - shifts[:, None] * sample_rate / 1000.0
+        near = rows[(rows[:, 1] > times.min() - 4 * sigma) & (rows[:, 0] < times.max() + 4 * sigma)]
+        wanted = coarticulate(times.ravel(), near, sigma)[:, 0].reshape(times.shape) * gains[window][None, :]
+        r = np.array([np.corrcoef(seen, w)[0, 1] if w.std() > 0 else -1.0 for w in wanted])
+        if r.max() >= MIN_MATCH_R:
+            drifts.append(float(shifts[int(np.argmax(r))]))
     return drifts
 
 
@@ -117,11 +133,13 @@ def drift(config_path: str | None, overrides, text: str = LONG_READ, echo: Calla
     sources = ("alignment", "audio")
     result: dict = {"method": (
         "One system (Piper joe), the Long Read narration said once per lip source, `driver.lips` switched live "
-        "between them; every presented frame captured from av_out. Mouth opening per frame = mean |pixel "
-        "difference| of the mouth region from the resting mouth. Reference: the open vowels (renderer jaw >= "
-        f"{OPEN_JAW}, >= {MIN_VOWEL_MS} ms) of Piper's alignment of each chunk, placed where the stitcher placed the "
-        "chunk on the audio clock; idle head motion off. Drift = time of the opening's peak (within +-2 frames, parabolic interpolation "
-        "between frame slots) minus the vowel's centre; frame k's time is its slot's centre. Both on the audio clock.")}
+        "between them; every presented frame captured from av_out; idle head motion off. Mouth opening per frame = "
+        "how much darker the mouth region is than the resting face's (the cavity between the teeth). Reference: "
+        "Piper's alignment of each chunk (re-synthesised, checked sample-count equal), placed where the stitcher "
+        f"placed the chunk on the audio clock. For every open vowel (jaw >= {OPEN_JAW}, >= {MIN_VOWEL_MS} ms), the "
+        f"7 frames around it are matched against the jaw its phonemes call for (coarticulated, times each frame's "
+        f"envelope gain, as the driver does) shifted by -{MAX_SHIFT_MS}..+{MAX_SHIFT_MS} ms in 1 ms steps; drift = "
+        f"the best shift (r >= {MIN_MATCH_R}), + = the mouth is late. Frame k's time is its slot's centre.")}
     with tempfile.TemporaryDirectory(prefix="personas-drift-") as tmp:
         # Idle sway moves the mouth region too: off, so the pixels measure the mouth alone.
         with private_system(Path(tmp), overrides=[*overrides, "driver.idle_motion=false"]) as (session, collector):
@@ -131,14 +149,15 @@ def drift(config_path: str | None, overrides, text: str = LONG_READ, echo: Calla
                 collector.packets.clear()
                 done = session.say_and_wait(text, rate=40.0)
                 sr, fps = session.config["media"]["sample_rate"], session.config["media"]["fps"]
-                frames, opening, _ = meter.track(list(collector.packets))
-                track = dict(zip(frames.tolist(), opening.tolist()))
-                centres = open_vowels(session.timeline.events, done["utterance_id"], sr)
-                drifts = peak_drift_ms(track, centres, sr, fps)
+                frames, opening, rms = meter.track(list(collector.packets))
+                phonemes = aligned_phonemes(session.timeline.events, done["utterance_id"], sr)
+                drifts = vowel_drifts_ms(frames, opening, rms, phonemes, sr, fps,
+                                         float(session.config["driver"]["coarticulation_ms"]))
                 lips_used = {e["data"].get("lips") for e in session.timeline.events if e["stage"] == "synth"
                              and e["utterance_id"] == done["utterance_id"] and e["data"].get("audio_ms", 0) > 0}
                 result[source] = {"signed_ms": summarize(drifts), "abs_ms": summarize([abs(d) for d in drifts]),
-                                  "vowels": len(centres), "peaks": len(drifts), "speech_s": round(len(track) / fps, 1),
+                                  "vowels": len(open_vowel_centres(phonemes, sr)), "peaks": len(drifts),
+                                  "speech_s": round(len(frames) / fps, 1),
                                   "lips_reported": sorted(x for x in lips_used if x)}
                 echo(f"{source}: |drift| median {result[source]['abs_ms']['median']} / p95 {result[source]['abs_ms']['p95']}"
                      f" / max {result[source]['abs_ms']['max']} ms over {len(drifts)} vowel peaks "

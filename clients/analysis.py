@@ -127,9 +127,10 @@ def spoken_pcm(packets: list, min_silence: int = 40) -> np.ndarray:
 
 
 class MouthMeter:
-    """How open the built-in persona's mouth is in presented frames: the mean |difference| of the
-    mouth region from the same region of the resting face (rendered here with every parameter
-    at rest). Meant for sessions with idle motion off, where only the mouth moves under speech."""
+    """How open the built-in persona's mouth is in presented frames: how much darker the mouth
+    region is than in the resting face (rendered here with every parameter at rest), summed over
+    its pixels -- the dark cavity that opens between the teeth as the jaw drops. Meant for
+    sessions with idle motion off, where only the mouth moves under speech."""
 
     def __init__(self, config: dict):
         from actors.render import FaceDriver
@@ -144,12 +145,13 @@ class MouthMeter:
         self.rest = self.region(rest)
 
     def region(self, image: np.ndarray) -> np.ndarray:
+        """The mouth box's luma."""
         y0, y1, x0, x1 = self.box
-        return image[y0:y1, x0:x1].astype(np.float32)
+        return image[y0:y1, x0:x1].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
     def opening(self, packet) -> float:
         image = np.frombuffer(packet.pixels, np.uint8).reshape(packet.height, packet.width, 3)
-        return float(np.abs(self.region(image) - self.rest).mean())
+        return float(np.maximum(self.rest - self.region(image), 0.0).sum() / self.rest.size)
 
     def track(self, packets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(frame indices, mouth opening, audio RMS) of the speech frames with pixels, in frame order."""

@@ -61,7 +61,7 @@ class Settings:
     held_out: int = 24
 
 
-QUICK = Settings(sentences=16, steps=30, batch=8, crop_hops=200, augmented_copies=1, held_out=4)
+QUICK = Settings(sentences=8, steps=20, batch=8, crop_hops=200, augmented_copies=1, held_out=3)
 
 
 def piper_adapter():
