@@ -32,7 +32,7 @@ from training.lips import Settings, evaluate, held_out_sets
 
 #: Vowels whose jaw opens wide enough to peak visibly (the renderer's jaw >= this).
 OPEN_JAW = 0.55
-MIN_VOWEL_MS = 60
+MIN_VOWEL_MS = 40
 WINDOW_FRAMES = 3  # frames each side of a vowel's frame
 MAX_SHIFT_MS = 80
 MIN_MATCH_R = 0.5  # below it the frames around the vowel do not show this vowel's shape at any shift

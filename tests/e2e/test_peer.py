@@ -11,7 +11,6 @@ import pytest
 from clients.ports import write_private_config
 
 pytestmark = pytest.mark.e2e
-pytest.importorskip("pipecat", reason="the peer is an optional extra: pip install personas[pipecat]")
 
 
 def test_bench_peer_reports_both_figures(tmp_path):
