@@ -34,6 +34,24 @@ NAME = "driver"
 MAX_PENDING_MARKERS = 256
 #: Chunk placements remembered for stamping frames with their provenance.
 KNOWN_CHUNKS = 64
+#: Render resolution (RenderGovernor): a frame's render, wall time, above this share of the
+#: frame period is too slow for a 2-core machine shared with four other actors ...
+DEGRADE_COST_SHARE = 0.6
+#: ... and the full size comes back when it is predicted below this share (hysteresis).
+RESTORE_COST_SHARE = 0.35
+#: Behind: the player holds fewer frames than this while at least as many wait here.
+LOW_DEPTH_FRAMES = 8
+#: Seconds of continuous speech before a low player depth counts (speech after idle starts
+#: with one frame buffered and the batch ramp rebuilds the lead).
+SPEECH_SETTLE_S = 2.0
+#: Frames measured at a level before it is judged; seconds between changes, and before the
+#: full size is tried again after a drop.
+JUDGE_FRAMES = 25
+MIN_DWELL_S = 3.0
+RESTORE_DWELL_S = 10.0
+#: The cost judged is the median per-frame time of the last this many batches: one batch
+#: the scheduler preempted for 300 ms (seen on the shared 2-core machine) is not a trend.
+COST_BATCHES = 15
 
 
 class Driver:
@@ -60,6 +78,7 @@ class Driver:
         self.last_span: AudioSpan | None = None  # its kind, utterance and end tell where a recovery resumes
         self.applied_markers: set[tuple[int, int, int]] = set()  # (epoch, chunk, index): a repeat is dropped
         self.paused = False
+        self.governor = RenderGovernor(self.fps, self.face)
 
     @property
     def face(self) -> FaceDriver:
@@ -89,7 +108,9 @@ class Driver:
     def stats(self) -> dict:
         return {"queued_frames": self.queued_frames(), "next_frame": self.next_frame(),
                 "pending_markers": sum(len(v) for v in self.pending_markers.values()),
-                "credit": {"player_frames": self.player_credit.available}, "device": str(self.face.device)}
+                "credit": {"player_frames": self.player_credit.available}, "device": str(self.face.device),
+                "render_size": self.face.render_size(), "render_level": self.face.level,
+                "render_ms_per_frame": round(self.governor.cost_ms or 0.0, 2)}
 
     def step(self) -> None:
         self.host.step()
@@ -272,9 +293,11 @@ class Driver:
         bounds = [frame_start_sample(int(f), self.sr, self.fps) - base for f in range(first, first + n + 1)]
         rms = np.array([frame_rms(pcm, bounds[i], bounds[i + 1]) for i in range(n)])
         self.host.before_render(first)
+        self.govern(first, head)
         started = time.perf_counter()
         images = self.face.render_frames(frames, rms)
         render_ms = (time.perf_counter() - started) * 1000
+        self.governor.observe(render_ms, n)
         # On the timeline before the frames leave: the player may present one within a
         # millisecond, and replay follows the timeline in time order (render, then present).
         self.ctx.emit("render", frame=first, utterance_id=head.utterance_id, chunk_id=head.sequence_id,
@@ -298,6 +321,26 @@ class Driver:
         self.ctx.grant("stitcher", n, depth=self.queued_frames() + self.player_credit.depth + self.sent_since_report,
                        playing=self.player_credit.playing)
 
+    def govern(self, first: int, head: AudioSpan) -> None:
+        """Before a batch: the render level for it, on the timeline (``degrade``) when it
+        changes, before the render that uses it (replay follows the timeline in order). A new
+        persona's face takes over at the level in force."""
+        self.governor.bind(self.face)
+        speech_s = self.speech_streak / self.fps if head.kind == "speech" else 0.0
+        decision = self.governor.decide(depth=self.player_credit.depth, playing=self.player_credit.playing,
+                                        waiting=self.queued_frames(), speech_s=speech_s, now=time.monotonic())
+        if decision is None and self.face.level == self.governor.level:
+            return
+        level, why = decision or (self.governor.level, "a new persona's face takes over at the level in force")
+        before = self.face.render_size(self.face.level)
+        self.face.set_level(level)
+        self.governor.switch(level, time.monotonic())
+        self.ctx.emit("degrade", "warn" if level > 0 else "ok", frame=first, utterance_id=head.utterance_id,
+                      surface=self.face.renderer.name,
+                      data={"level": level, "from": before, "to": self.face.render_size(),
+                            "output": [self.face.renderer.width, self.face.renderer.height], "why": why,
+                            "player_depth": self.player_credit.depth, "queued_frames": self.queued_frames()})
+
     def send_frame(self, head: AudioSpan, frame: int, image: np.ndarray, pcm: np.ndarray, final: bool,
                    frame_render_ms: float) -> None:
         provenance = self.provenance_at(frame_start_sample(frame, self.sr, self.fps)) if head.kind == "speech" else None
@@ -320,3 +363,65 @@ class Driver:
     def provenance_at(self, sample: int) -> Provenance | None:
         i = bisect.bisect_right(self.chunk_starts, (sample, float("inf"))) - 1
         return self.chunk_starts[i][2] if i >= 0 else None
+
+
+class RenderGovernor:
+    """The driver's render level: full (each anchor at the resolution its crop supports) or
+    reduced (about half the side, upsampled to the same frame size). It drops when rendering
+    cannot hold the frame rate: the median wall time of a frame's render (recent batches) above
+    DEGRADE_COST_SHARE of the frame period, or, two seconds into speech, the player holding
+    fewer than LOW_DEPTH_FRAMES frames while as many wait here to be rendered. It comes back
+    when the full size, predicted from the reduced one by their pixel ratio, fits under
+    RESTORE_COST_SHARE and the player is not short. Hysteresis and dwell times keep it from
+    flapping; each change is the driver's ``degrade`` event."""
+
+    def __init__(self, fps: int, face: FaceDriver):
+        self.budget_ms = 1000.0 / fps
+        self.level = 0
+        self.costs: deque[float] = deque(maxlen=COST_BATCHES)  # ms per frame of recent batches, this level
+        self.frames_seen = 0
+        self.changed_at = time.monotonic()
+        self.face = None
+        self.bind(face)
+
+    def bind(self, face: FaceDriver) -> None:
+        """The face that renders (a new persona's has its own sizes); its level is kept."""
+        if face is self.face:
+            return
+        self.face, self.levels = face, len(face.levels)
+        full, reduced = face.render_size(0), face.render_size(self.levels - 1)
+        self.area_ratio = (full[0] * full[1]) / (reduced[0] * reduced[1])
+        self.level = min(self.level, self.levels - 1)
+
+    @property
+    def cost_ms(self) -> float | None:
+        """The median render time of a frame over the recent batches at this level."""
+        return float(np.median(self.costs)) if self.costs else None
+
+    def observe(self, render_ms: float, frames: int) -> None:
+        self.costs.append(render_ms / max(frames, 1))
+        self.frames_seen += frames
+
+    def decide(self, depth: int, playing: bool, waiting: int, speech_s: float, now: float) -> tuple[int, str] | None:
+        """(the level to switch to, why), or None to stay."""
+        cost = self.cost_ms
+        if self.levels < 2 or cost is None or self.frames_seen < JUDGE_FRAMES:
+            return None
+        since = now - self.changed_at
+        short = playing and speech_s >= SPEECH_SETTLE_S and depth < LOW_DEPTH_FRAMES <= waiting
+        if self.level == 0 and since >= MIN_DWELL_S:
+            if cost > DEGRADE_COST_SHARE * self.budget_ms:
+                return 1, (f"render {cost:.1f} ms a frame (median of recent batches), over {DEGRADE_COST_SHARE:.0%} "
+                           f"of the {self.budget_ms:.0f} ms frame period")
+            if short:
+                return 1, f"behind: the player holds {depth} frames while {waiting} wait to be rendered"
+        elif self.level > 0 and since >= RESTORE_DWELL_S and not short:
+            predicted = cost * self.area_ratio
+            if predicted < RESTORE_COST_SHARE * self.budget_ms:
+                return 0, (f"full size predicted at {predicted:.1f} ms a frame, under {RESTORE_COST_SHARE:.0%} of "
+                           f"the {self.budget_ms:.0f} ms frame period")
+        return None
+
+    def switch(self, level: int, now: float) -> None:
+        self.level, self.frames_seen, self.changed_at = level, 0, now
+        self.costs.clear()

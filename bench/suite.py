@@ -253,10 +253,28 @@ def _percentiles(values: list[float]) -> dict:
             "max": round(float(a.max()), 2), "n": len(values)}
 
 
+#: Frame sizes `bench sustained` compares in one run: the default and the previous one.
+SUSTAINED_SIDES = (256, 512)
+
+
 def sustained(config_path: str | None, overrides, seconds: int = 300, idle_seconds: int = 20,
-              echo: Callable[[str], None] = print) -> dict:
-    """25 fps for minutes: CPU cores used, underflows, RSS slope; the baseline is the same
-    system idle (face alive, nothing said) in the same run."""
+              echo: Callable[[str], None] = print, sides: tuple[int, ...] = SUSTAINED_SIDES) -> dict:
+    """25 fps for minutes at each frame size of ``sides`` (one session each, one after the
+    other, same machine, same run): CPU cores used per actor, underflows, render-size drops,
+    RSS slope; the baseline is the same system idle (face alive, nothing said). The top-level
+    figures are the last size's (512x512, the default); ``by_size`` holds each."""
+    by_size = {}
+    for side in sides:
+        echo(f"sustained at {side}x{side}")
+        by_size[f"{side}x{side}"] = _sustained_at(config_path, [*overrides, f"media.width={side}", f"media.height={side}"],
+                                                  seconds, idle_seconds, echo)
+    last = by_size[f"{sides[-1]}x{sides[-1]}"]
+    return {**last, "by_size": by_size,
+            "method": last["method"] + f" Run once per frame size ({', '.join(by_size)}), one session after the other."}
+
+
+def _sustained_at(config_path: str | None, overrides, seconds: int, idle_seconds: int,
+                  echo: Callable[[str], None]) -> dict:
     from clients.resources import ResourceSampler
     from scenes.texts import LONG_READ
 
@@ -276,25 +294,37 @@ def sustained(config_path: str | None, overrides, seconds: int = 300, idle_secon
         session.stop()
     names = list(sampler.procs)
     cores = lambda a, b: round(sum(sampler.mean_cpu(n, a, b) for n in names) / 100, 3)
-    presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present" and e["ts_ns"] >= first["ts_ns"]]
+    end_ns = first["ts_ns"] + seconds * 10**9
+    presents = [e for e in events if e["actor"] == "player" and e["stage"] == "present" and first["ts_ns"] <= e["ts_ns"] <= end_ns]
     span_s = (presents[-1]["ts_ns"] - presents[0]["ts_ns"]) / 1e9 if len(presents) > 1 else 0
+    renders = [e for e in events if e["actor"] == "driver" and e["stage"] == "render" and e["ts_ns"] >= first["ts_ns"]]
+    degrades = [e for e in events if e["actor"] == "driver" and e["stage"] == "degrade"]
+    ready = next((e for e in events if e["actor"] == "driver" and e["stage"] == "ready"), None)
     result = {
         "method": (f"{idle_seconds} s idle (the baseline: face alive, nothing said), then {seconds} s of narration fed at "
                    "30 tokens/s. CPU = sum over the supervisor and the five actors of psutil cpu_percent, sampled "
                    "every second, in cores; RSS slope = least-squares fit over the narration after its first minute."),
-        "seconds": seconds, "idle_cores": cores(1, idle_seconds), "speaking_cores": cores(t_speech + 5, t_speech + seconds),
+        "seconds": seconds, "size": overrides[-2:], "idle_cores": cores(1, idle_seconds),
+        "speaking_cores": cores(t_speech + 5, t_speech + seconds),
         "per_actor_speaking_percent": {n: round(sampler.mean_cpu(n, t_speech + 5, t_speech + seconds), 1) for n in names},
+        "per_actor_idle_percent": {n: round(sampler.mean_cpu(n, 1, idle_seconds), 1) for n in names},
         "fps": round((len(presents) - 1) / span_s, 3) if span_s else None,
         "underflows": sum(1 for e in presents if e["result"] == "underflow"),
         "gaps": sum(1 for e in events if e["stage"] == "stitch" and e["result"] == "gap" and e["ts_ns"] >= first["ts_ns"] + 10e9),
+        "render_ms_per_frame": _percentiles([e["duration_ms"] / max(e["data"]["frames"], 1) for e in renders
+                                             if e.get("duration_ms") is not None]),
+        "render_size": ((ready or {}).get("data", {}).get("renderer") or {}).get("render_size"),
+        "degrades": [{"frame": e["frame"], "level": e["data"]["level"], "to": e["data"]["to"], "why": e["data"]["why"]}
+                     for e in degrades],
         "rss_slope_mb_per_min": {n: round(sampler.rss_slope_mb_per_min(n, after_s=t_speech + min(60, seconds / 3)), 2)
                                  for n in names},
         "rss_mb_end": {n: round(sampler.samples[-1][n][0], 1) for n in names if n in sampler.samples[-1]},
         "machine": machine(),
     }
     echo(f"sustained {seconds} s: {result['fps']} fps presented, {result['speaking_cores']} cores speaking vs "
-         f"{result['idle_cores']} idle, underflows {result['underflows']}, gaps {result['gaps']}, "
-         f"RSS slope {result['rss_slope_mb_per_min']}")
+         f"{result['idle_cores']} idle, per actor {result['per_actor_speaking_percent']} %, underflows "
+         f"{result['underflows']}, gaps {result['gaps']}, render {result['render_ms_per_frame']} ms/frame at "
+         f"{result['render_size']}, degrades {len(result['degrades'])}, RSS slope {result['rss_slope_mb_per_min']}")
     return result
 
 
@@ -440,9 +470,13 @@ def markdown_table(results: dict) -> str:
                     f"{y['recording']['duration_difference_ms']} ms | one frame = 40 ms | by construction (one packet per tick) |")
     if "sustained" in results:
         u = results["sustained"]
-        rows.append(f"| Sustained narration, {u['seconds']} s at 25 fps | {u['fps']} fps, {u['speaking_cores']} cores, "
-                    f"{u['underflows']} underflows, {u['gaps']} gaps | idle {u['idle_cores']} cores | RSS slope "
-                    f"max {max(u['rss_slope_mb_per_min'].values())} MB/min |")
+        for size, r in (u.get("by_size") or {"": u}).items():
+            drops = len(r.get("degrades", []))
+            rows.append(f"| Sustained narration, {r['seconds']} s at 25 fps{', ' + size if size else ''} | {r['fps']} fps, "
+                        f"{r['speaking_cores']} cores (driver {r['per_actor_speaking_percent'].get('driver')} %, player "
+                        f"{r['per_actor_speaking_percent'].get('player')} %), {r['underflows']} underflows, {r['gaps']} gaps"
+                        f"{f', {drops} render-size drops' if drops else ''} | idle {r['idle_cores']} cores | RSS slope "
+                        f"max {max(r['rss_slope_mb_per_min'].values())} MB/min |")
     if "hop" in results:
         h = results["hop"]
         rows.append(f"| One frame between two processes (256x256 RGB + audio) | tcp {h['tcp']['hop_us']} us, ipc "

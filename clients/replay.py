@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.adapters import make_adapter
+from actors.lips import LipTiming
 from persona.voice import load_voice
 from actors.dsp import apply_gain, barge_cut, crossfade_ramps, overlap_add, place_timing, resample
 from protocol import frame_samples, frame_start_sample
@@ -115,6 +116,8 @@ class Replay:
                 adapters[name].load()
             voices.setdefault(voice_ref, load_voice(voice_ref))
             synthesis = adapters[name].synthesize(texts[key], voices[voice_ref])
+            if meta.get("lips") == "audio":  # the tts named this chunk's visemes from its sound: so do we
+                synthesis = LipTiming({"driver": {"lips": "audio"}}).apply(synthesis)
             self.check_repeatable(key, synthesis, meta, adapters[name].describe().get("supports_seed", False))
             result.modes[meta.get("determinism", "?")] = result.modes.get(meta.get("determinism", "?"), 0) + 1
             self.chunks[key] = (event, synthesis)
@@ -206,6 +209,8 @@ class Replay:
             self.deciding_face(e).animator.apply_marker(command, value, int(e["data"]["applied_frame"]))
         elif e["stage"] == "anchor":
             self.deciding_face(e).schedule_switch(e["data"]["to"], e["frame"], e["data"]["dissolve_frames"])
+        elif e["stage"] == "degrade":
+            self.face.set_level(int(e["data"]["level"]))
         elif e["stage"] == "persona" and e["frame"] > 0:  # a change of persona at an utterance boundary
             face = self.upcoming.pop(e["data"]["ref"], None) or self.face_for(e["data"]["ref"])
             face.animator.rows = self.face.animator.rows.copy()

@@ -205,7 +205,7 @@ class Gateway:
     def jpeg_of(self, packet: AVPacket) -> bytes:
         from PIL import Image
 
-        image = Image.frombuffer("RGB", (packet.width, packet.height), bytes(packet.pixels), "raw", "RGB", 0, 1)
+        image = Image.frombuffer("RGB", (packet.width, packet.height), packet.pixels, "raw", "RGB", 0, 1)  # no copy
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=int(self.cfg["jpeg_quality"]))
         return out.getvalue()

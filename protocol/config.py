@@ -69,7 +69,7 @@ RANGES = {
     "flow.driver_window_frames": (1, 1000), "flow.player_window_frames": (2, 3000), "flow.jitter_min_frames": (0, 3000),
     "flow.idle_lead_frames": (0, 250), "flow.gap_lead_frames": (0, 250), "flow.stitch_overlap_ms": (0, 100),
     "flow.max_render_batch": (1, 64),
-    "driver.marker_ease_frames": (0, 250), "driver.coarticulation_ms": (0, 500),
+    "driver.marker_ease_frames": (0, 250), "driver.coarticulation_ms": (0, 500), "driver.degrade_min_side": (0, 2048),
     "player.realtime_priority": (0, 99), "player.niceness": (-20, 19),
     "web.port": (0, 65535), "web.jpeg_quality": (1, 100), "web.client_lag_frames": (1, 3000),
     "web.client_drop_frames": (1, 10_000), "web.say_rate": (0.1, 100_000),

@@ -100,6 +100,17 @@ class FaceDriver:
         self.renderers = {aid: ParametricWarpRenderer(face, *size, self.device, self.dtype)
                           for aid, face in self.persona.faces.items()}
         self.renderer = next(iter(self.renderers.values()))  # size, name and describe() are the same for all
+        # The reduced level the driver may drop to when the CPU cannot hold the frame rate:
+        # each anchor warped at about half its side (never below driver.degrade_min_side),
+        # upsampled to the same frame size. Built here, so a drop costs nothing at the time.
+        full = max(max(r.render_width, r.render_height) for r in self.renderers.values())
+        floor = int(driver_cfg.get("degrade_min_side", 0))
+        reduced = max(floor, full // 2)
+        self.levels: list[dict[str, object]] = [self.renderers]
+        if floor > 0 and reduced <= full * 3 // 4:
+            self.levels.append({aid: ParametricWarpRenderer(face, *size, self.device, self.dtype, max_side=reduced)
+                                for aid, face in self.persona.faces.items()})
+        self.level = 0
         self.clamp = BehaviorPolicyClamp(self.persona.pack.behavior_policy)
         self.refresh_policy = AnchorRefreshPolicy(float(config["persona"]["drift_reset"]))
         self.dissolve_frames = int(config["persona"]["dissolve_frames"])
@@ -118,12 +129,25 @@ class FaceDriver:
         return self.persona.anchors[self.switches[-1].to]
 
     def warmup(self, batch_sizes=(1, 2, 4, 8)) -> None:
-        """Run every batch size once so no first-call cost lands on a real frame."""
+        """Run every batch size once, at every level, so no first-call cost lands on a real frame."""
         from .motion import N_PARAMS
 
-        for renderer in self.renderers.values():
-            for b in batch_sizes:
-                renderer.render(np.zeros((b, N_PARAMS), np.float32))
+        for renderers in self.levels:
+            for renderer in renderers.values():
+                for b in batch_sizes:
+                    renderer.render(np.zeros((b, N_PARAMS), np.float32))
+
+    # -- render resolution ------------------------------------------------------------------------
+    def render_size(self, level: int | None = None) -> list[int]:
+        """[width, height] the warp runs at on ``level`` (default: the current one); frames are
+        always ``renderer.width`` x ``renderer.height``."""
+        renderer = next(iter(self.levels[self.level if level is None else level].values()))
+        return [renderer.render_width, renderer.render_height]
+
+    def set_level(self, level: int) -> None:
+        """0 = each anchor at the resolution its crop supports; 1 = reduced (when there is one).
+        The driver decides and puts it on the timeline (``degrade``); replay calls this too."""
+        self.level = max(0, min(int(level), len(self.levels) - 1))
 
     # -- hooks ----------------------------------------------------------------------------------
     def apply_marker(self, command: str, value: str, frame: int, drift_stats: dict | None = None) -> dict:
@@ -184,12 +208,13 @@ class FaceDriver:
         params = self.animator.params(frames, rms)
         plan = [self.blend_at(int(f)) for f in frames]
         needed = {a for a, _, _ in plan} | {b for _, b, _ in plan if b is not None}
+        renderers = self.levels[self.level]
         if len(needed) == 1:
-            return self.renderers[needed.pop()].render(params)
+            return renderers[needed.pop()].render(params)
         out = None
         for aid in sorted(needed):
             rows = [i for i, (a, b, _) in enumerate(plan) if aid in (a, b)]
-            images = self.renderers[aid].render(params[rows]).astype(np.float32)
+            images = renderers[aid].render(params[rows]).astype(np.float32)
             if out is None:
                 out = np.zeros((len(frames), *images.shape[1:]), np.float32)
             for image, i in zip(images, rows):

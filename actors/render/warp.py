@@ -49,23 +49,31 @@ class FrameRenderer(ABC):
 class ParametricWarpRenderer(FrameRenderer):
     name = "parametric-warp"
 
-    def __init__(self, face: FaceImage, width: int, height: int, device: torch.device, dtype: torch.dtype):
-        self.width, self.height = width, height
+    def __init__(self, face: FaceImage, width: int, height: int, device: torch.device, dtype: torch.dtype,
+                 max_side: int = 0):
+        self.width, self.height = width, height  # the frames it returns
         self.device, self.dtype = device, dtype
-        sx, sy = width / face.image.shape[1], height / face.image.shape[0]
+        # The warp runs at the size the crop supports (never above the frame, nor above
+        # ``max_side`` when the driver has lowered it); a smaller render is upsampled once,
+        # as bytes, at the end. Warping a 192 px crop at 512 px costs 7x as much and adds no
+        # detail; the crop is never shrunk and enlarged again.
+        scale = min(1.0, face.size / max(width, height), (max_side or 10**9) / max(width, height))
+        rw, rh = (width, height) if scale >= 1.0 else (max(16, round(width * scale)), max(16, round(height * scale)))
+        self.render_width, self.render_height = rw, rh
+        sx, sy = rw / face.image.shape[1], rh / face.image.shape[0]
         lm = face.landmarks.astype(np.float64) * np.array([sx, sy])
-        self.landmarks = lm
+        self.landmarks = face.landmarks.astype(np.float64) * np.array([width / face.image.shape[1], height / face.image.shape[0]])
         self.face = float(lm[16, 0] - lm[0, 0])
         image = torch.from_numpy(np.array(face.image)).permute(2, 0, 1)[None].float() / 255.0
-        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        image = F.interpolate(image, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
         self.identity = image.to(device=device, dtype=dtype)
-        fields = build_fields(lm, width, height)  # (N_PARAMS, H, W, 2) pixels
+        fields = build_fields(lm, rw, rh)  # (N_PARAMS, H, W, 2) pixels
         self.key_points = _key_points(lm)
         self.key_disp = np.stack([_sample(fields[k], self.key_points) for k in range(N_PARAMS)])  # (K, 5, 2)
         self.key_disp[P["jaw"], 4] = 0.0  # the cavity top (upper teeth edge) stays with the upper jaw
-        to_norm = np.array([2.0 / (width - 1), 2.0 / (height - 1)])
+        to_norm = np.array([2.0 / (rw - 1), 2.0 / (rh - 1)])
         self.basis = torch.from_numpy(fields * to_norm).to(device=device, dtype=dtype)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, rh), torch.linspace(-1, 1, rw), indexing="ij")
         self.base_grid = torch.stack([xs, ys], dim=-1).to(device=device, dtype=dtype)
         self._mouth_setup(face, lm)
         self._lids_setup(lm, fields)
@@ -73,20 +81,25 @@ class ParametricWarpRenderer(FrameRenderer):
     def describe(self) -> dict:
         return {"name": self.name, "kind": "parametric 2D warp (grid_sample), replaceable by a learned renderer",
                 "params": list(motion_params()), "size": [self.width, self.height],
+                "render_size": [self.render_width, self.render_height],
                 "device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
 
     @torch.inference_mode()
     def render(self, params: np.ndarray) -> np.ndarray:
         p = torch.from_numpy(np.ascontiguousarray(params, dtype=np.float32)).to(self.device, self.dtype)
         batch = p.shape[0]
-        disp = torch.einsum("bk,khwc->bhwc", p, self.basis)
-        grid = self.base_grid.unsqueeze(0) - disp
+        grid = torch.einsum("bk,khwc->bhwc", p, self.basis).neg_().add_(self.base_grid)  # base - displacement
         out = F.grid_sample(self.identity.expand(batch, -1, -1, -1), grid, mode="bilinear",
                             padding_mode="border", align_corners=True)
         out = self._paint_mouth(out, params)
         out = self._paint_lids(out, params)
-        out = (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        return out.cpu().numpy()
+        # In place, then to bytes: at 512 px the float passes cost as much as the warp itself.
+        out = out.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8)
+        if (self.render_width, self.render_height) != (self.width, self.height):
+            # Channels-last bytes in, channels-last bytes out: the cheapest upsample torch has.
+            out = F.interpolate(out.contiguous(memory_format=torch.channels_last), size=(self.height, self.width),
+                                mode="bilinear", align_corners=False)
+        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     # -- eyelid pass --------------------------------------------------------------------------
     def _lids_setup(self, lm: np.ndarray, fields: np.ndarray) -> None:
@@ -102,13 +115,14 @@ class ParametricWarpRenderer(FrameRenderer):
     # -- mouth pass ---------------------------------------------------------------------------
     def _mouth_setup(self, face: FaceImage, lm: np.ndarray) -> None:
         margin = 0.22 * self.face
-        x0 = int(max(0, lm[48, 0] - margin)); x1 = int(min(self.width, lm[54, 0] + margin))
-        y0 = int(max(0, lm[50:53, 1].min() - margin)); y1 = int(min(self.height, lm[57, 1] + 0.35 * self.face))
+        x0 = int(max(0, lm[48, 0] - margin)); x1 = int(min(self.render_width, lm[54, 0] + margin))
+        y0 = int(max(0, lm[50:53, 1].min() - margin)); y1 = int(min(self.render_height, lm[57, 1] + 0.35 * self.face))
         self.window = (y0, y1, x0, x1)
-        wy, wx = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float32), torch.arange(x0, x1, dtype=torch.float32), indexing="ij")
-        self.win_x = wx.to(self.device, self.dtype)[None]
-        self.win_y = wy.to(self.device, self.dtype)[None]
-        self.lip_color = torch.tensor(_lip_color(face, lm / np.array([self.width / face.size, self.height / face.size])),
+        # A row and a column, not a grid: what depends on x alone (the lip lines) is computed
+        # once per column, and only the alpha masks span the window.
+        self.win_x = torch.arange(x0, x1, dtype=torch.float32).to(self.device, self.dtype).view(1, 1, -1)
+        self.win_y = torch.arange(y0, y1, dtype=torch.float32).to(self.device, self.dtype).view(1, -1, 1)
+        self.lip_color = torch.tensor(_lip_color(face, lm / np.array([self.render_width / face.size, self.render_height / face.size])),
                                       device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.jaw_px = JAW_OPEN * self.face
 
@@ -145,8 +159,7 @@ class ParametricWarpRenderer(FrameRenderer):
         win = win + (cavity_rgb - win) * a_cav
         a_lip = (inner * col(press)).unsqueeze(1)
         win = win + (lips_rgb - win) * a_lip
-        out = out.clone()
-        out[:, :, y0:y1, x0:x1] = win
+        out[:, :, y0:y1, x0:x1] = win  # in place: ``out`` is this batch's own grid_sample result
         return out
 
 
@@ -168,8 +181,8 @@ class _Eye:
         cx = int(self.centre[0])
         skin = image[int(top - 0.07 * face):int(top - 0.025 * face), cx - 3:cx + 4].reshape(-1, 3)
         self.skin = torch.tensor(np.median(skin, axis=0), device=renderer.device, dtype=renderer.dtype).view(1, 3, 1, 1)
-        ys, xs = torch.meshgrid(torch.arange(self.y0, self.y1, dtype=torch.float32), torch.arange(self.x0, self.x1, dtype=torch.float32), indexing="ij")
-        self.x, self.y = xs.numpy(), ys.to(renderer.device, renderer.dtype)[None]
+        self.x = np.arange(self.x0, self.x1, dtype=np.float32)[None]
+        self.y = torch.arange(self.y0, self.y1, dtype=torch.float32).to(renderer.device, renderer.dtype).view(1, -1, 1)
 
     def paint(self, out: torch.Tensor, params: np.ndarray, renderer) -> torch.Tensor:
         blink = np.clip(params[:, P["blink"]], 0.0, 1.0)

@@ -28,7 +28,9 @@ SPF = SR // FPS
 
 @pytest.fixture
 def config(tmp_path) -> dict:
-    return load_config(write_private_config(tmp_path / "c.toml", {"player": {"overlay_text": ""}}))
+    # 256x256 frames: the player tests build their own packets of that size.
+    return load_config(write_private_config(tmp_path / "c.toml", {"player": {"overlay_text": ""},
+                                                                  "media": {"width": 256, "height": 256}}))
 
 
 def context(name: str, config: dict, epoch: int = 0) -> RecordingContext:

@@ -45,9 +45,11 @@ def test_generate_frames_yields_one_rgb_frame_per_frame_of_audio(driver):
     pcm, phonemes = speech_like(2.0)
     frames = frames_for(driver, AudioBuffer(pcm, 22050, phonemes), VisualState())
     assert len(frames) == 50
-    assert all(f.shape == (256, 256, 3) and f.dtype == np.uint8 for f in frames)
+    width, height = driver.renderer.width, driver.renderer.height
+    assert all(f.shape == (height, width, 3) and f.dtype == np.uint8 for f in frames)
     # Open vowels and closed consonants alternate every 5 frames: the mouth region must follow.
-    mouth = np.array([f[150:200, 90:170].astype(float).mean() for f in frames])
+    y0, y1, x0, x1 = (np.array([150, 200, 90, 170]) * np.array([height, height, width, width]) // 256).tolist()
+    mouth = np.array([f[y0:y1, x0:x1].astype(float).mean() for f in frames])
     assert np.std(mouth) > 1.0
 
 
