@@ -76,7 +76,7 @@ class PipecatPeer:
         task = PipelineTask(Pipeline([tts, FirstAudio()]), check_dangling_tasks=False, enable_rtvi=False,
                             params=PipelineParams(audio_out_sample_rate=self.sample_rate))
         runner = PipelineRunner(handle_sigint=False, check_dangling_tasks=False)
-        runner.add_workers(task)
+        await runner.add_workers(task)
         running = asyncio.create_task(runner.run())
         try:
             await asyncio.sleep(0.5)  # the task starts its processors
