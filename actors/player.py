@@ -91,6 +91,9 @@ class Player:
         self.fade_next = False  # the next tick is the cut: its audio fades from its first sample
         self.on_air: OnAir | None = None  # the tick playing, not sealed yet
         self.shown_frame = -1  # the last frame presented
+        # The last frame sealed (in the recording and on av_out): what credit reports as the
+        # position, so a new player after a crash starts with the frame that was on air.
+        self.sealed_frame = -1
         self.heard_through = -1  # the last chunk told to the parser as heard, this epoch
         self.last_speech: AVPacket | None = None  # the newest speech packet received (where speech stands)
         self.counts = {"presented": 0, "speech_presented": 0, "underflows": 0, "idle_starved": 0, "flushed": 0,
@@ -122,7 +125,7 @@ class Player:
         poller = ctx.poller()
         ctx.ready(self.describe())
         ctx.start_receiving(lambda: ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer),
-                                              playing=self.playing, reset=True, position=self.shown_frame))
+                                              playing=self.playing, reset=True, position=self.sealed_frame))
         while ctx.running:
             poller.poll(ctx.poll_timeout_ms(self.due()))
             ctx.receive(self)
@@ -187,7 +190,7 @@ class Player:
             self.ctx.emit("flush", data={"dropped_frames": dropped, "fade_frame": self.fade_next,
                                          "cut_tick": cut_tick, "cut_at": cut_at})
             self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing,
-                           position=self.shown_frame)
+                           position=self.sealed_frame)
 
     def cut_on_air(self, now: float) -> int | None:
         """Cut the speech on air at the first block that has not started: fade from there, then
@@ -221,7 +224,7 @@ class Player:
                                      resume_frame=frame, resume_chunk=chunk if start >= 0 else -1,
                                      chunk_start=start, skip_samples=max(0, skip)))
         self.ctx.grant("driver", self.window - len(self.buffer), depth=len(self.buffer), playing=self.playing,
-                       reset=True, position=self.shown_frame)
+                       reset=True, position=self.sealed_frame)
 
     def on_av_packet(self, packet: AVPacket) -> None:
         if packet.kind == "speech" and self.playing and self.buffer and self.buffer[-1].kind == "fill":
@@ -232,7 +235,7 @@ class Player:
                 skipped += 1
             self.counts["skipped_fill"] += skipped
             self.ctx.emit("skip_fill", frame=packet.frame_index, utterance_id=packet.utterance_id, data={"frames": skipped})
-            self.ctx.grant("driver", skipped, depth=len(self.buffer), playing=True, position=self.shown_frame)
+            self.ctx.grant("driver", skipped, depth=len(self.buffer), playing=True, position=self.sealed_frame)
         self.buffer.append(packet)
         if packet.kind == "speech":
             self.last_speech = packet
@@ -264,7 +267,7 @@ class Player:
                             due + block_start(self.blocks - 1, n, self.blocks) / self.sr, cut_at, held)
         if packet is not None:
             self.shown_frame = packet.frame_index
-            self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True, position=self.shown_frame)
+            self.ctx.grant("driver", 1, depth=len(self.buffer), playing=True, position=self.sealed_frame)
             self.tell_heard(packet)
         self.counts["presented"] += 1
         self.counts["speech_presented"] += kind == "speech"  # what the supervisor's progress check watches
@@ -275,6 +278,8 @@ class Player:
         """The tick on air can no longer change: the packet as it played goes to the sinks and
         on the timeline."""
         air, self.on_air = self.on_air, None
+        if air.packet is not None:
+            self.sealed_frame = air.packet.frame_index
         if self.recorder is not None and not self.recorder.write(air.tick, air.pixels, air.pcm):
             self.ctx.error("present", "recorder_behind", f"recorder queue full; frame {air.tick} not recorded")
         if air.packet is not None:

@@ -75,7 +75,7 @@ def lips(held_out: int = 24, echo: Callable[[str], None] = print) -> dict:
 
 
 # -- drift ------------------------------------------------------------------------------------------
-def aligned_phonemes(events: list[dict], utterance_id: int, sample_rate: int) -> list[tuple[str, int, int]]:
+def aligned_phonemes(events: list[dict], utterance_id: int, sample_rate: int, threads: int) -> list[tuple[str, int, int]]:
     """Piper's alignment of every chunk of this utterance, placed on the audio clock where the
     stitcher put the chunk (Piper is deterministic: the same text gives the same audio)."""
     from persona.voice import load_voice
@@ -86,7 +86,7 @@ def aligned_phonemes(events: list[dict], utterance_id: int, sample_rate: int) ->
     starts = {e["chunk_id"]: e["data"]["start"] for e in events if e["stage"] == "stitch" and e["utterance_id"] == utterance_id
               and e["data"].get("piece") == 0 and e["data"].get("start", -1) >= 0}
     samples = {e["chunk_id"]: e["data"]["samples"] for e in events if e["stage"] == "synth" and e["utterance_id"] == utterance_id}
-    piper, voice = piper_adapter(), load_voice("joe")
+    piper, voice = piper_adapter(threads), load_voice("joe")  # the session's threads: the same audio
     placed = []
     for chunk_id, start in sorted(starts.items()):
         syn = piper.synthesize(texts[chunk_id], voice)
@@ -150,7 +150,8 @@ def drift(config_path: str | None, overrides, text: str = LONG_READ, echo: Calla
                 done = session.say_and_wait(text, rate=40.0)
                 sr, fps = session.config["media"]["sample_rate"], session.config["media"]["fps"]
                 frames, opening, rms = meter.track(list(collector.packets))
-                phonemes = aligned_phonemes(session.timeline.events, done["utterance_id"], sr)
+                phonemes = aligned_phonemes(session.timeline.events, done["utterance_id"], sr,
+                                            int(session.config["voice"]["threads"]))
                 drifts = vowel_drifts_ms(frames, opening, rms, phonemes, sr, fps,
                                          float(session.config["driver"]["coarticulation_ms"]))
                 lips_used = {e["data"].get("lips") for e in session.timeline.events if e["stage"] == "synth"

@@ -64,12 +64,12 @@ class Settings:
 QUICK = Settings(sentences=8, steps=20, batch=8, crop_hops=200, augmented_copies=1, held_out=3)
 
 
-def piper_adapter():
+def piper_adapter(threads: int = THREADS):
     from actors.adapters.piper import PiperAdapter
     from protocol.config import load_config
 
     config = load_config()
-    config["voice"]["threads"] = THREADS  # the data's last bits depend on it: fixed, not the operator's setting
+    config["voice"]["threads"] = threads  # the audio's last bits depend on it: fixed, not the operator's setting
     adapter = PiperAdapter(config)
     adapter.load()
     return adapter
