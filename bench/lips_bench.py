@@ -179,7 +179,7 @@ def table_rows(lips_result: dict | None, drift_result: dict | None) -> list[str]
                     f"look-ahead {lips_result['lookahead_ms']} ms, {lips_result['ms_per_audio_second']} ms per s of audio |")
     if drift_result:
         cell = lambda r: f"{r['abs_ms']['median']} / {r['abs_ms']['p95']} / {r['abs_ms']['max']} ms ({r['peaks']} peaks)"
-        rows.append(f"| Phoneme-to-frame drift, viseme peak vs vowel centre, median / p95 / max | alignment "
+        rows.append(f"| Phoneme-to-frame drift (Long Read, 62 s per source): per open vowel, the shift of the jaw its phonemes call for that best matches the presented frames, abs median / p95 / max | alignment "
                     f"{cell(drift_result['alignment'])}; audio {cell(drift_result['audio'])} | one frame = 40 ms | "
                     f"target p95 <= 20 ms |")
     return rows
