@@ -13,7 +13,7 @@ from pathlib import Path
 
 from protocol import tokenize_like_llm
 from protocol.config import load_config
-from protocol.control_endpoint import ControlClient
+from protocol.control_endpoint import EXIT_WITH_PARENT_ENV, ControlClient
 from protocol.security import client_keys
 
 from .feeder import Feeder
@@ -75,7 +75,9 @@ class Session:
         if self.log_path:
             Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
-        env = {**os.environ, **self.env} if self.env else None
+        # The system is this client's: if the client dies (a bench killed at its timeout), the
+        # supervisor stops its actors instead of running on as an orphan.
+        env = {**os.environ, EXIT_WITH_PARENT_ENV: "1", **(self.env or {})}
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file, env=env)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
