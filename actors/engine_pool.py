@@ -18,7 +18,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -97,7 +97,9 @@ class SynthesisWorker:
             try:
                 self.faults.before_call(self.adapter.name, self.cancelled)
                 result: Synthesis | Exception = self.adapter.synthesize(chunk.text, voice)
-                self.faults.after_call(self.adapter.name, result.duration_ms, self.cancelled)
+                slowed_ms = self.faults.after_call(self.adapter.name, result.duration_ms, self.cancelled)
+                if slowed_ms:  # a slowed engine is slow as measured, as a busy GPU's would be
+                    result = replace(result, render_ms=result.render_ms + slowed_ms)
                 result = self.lips.apply(result)
             except Exception as exc:  # an engine failure must not kill the actor
                 result = exc

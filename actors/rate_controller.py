@@ -1,8 +1,9 @@
 """Adaptive rate controller: keep the playback buffer in a comfort band.
 
 The controlled variable is the audio buffered ahead of presentation (ms), as reported
-downstream in credit messages. Each time the TTS is about to ask the parser for more
-text it asks the controller what to ask for:
+downstream in credit messages, less the expected wait before the synthesis under way lands
+(a slowing engine is seen before the buffer has run down, not after). Each time the TTS is
+about to ask the parser for more text it asks the controller what to ask for:
 
 * below the band: halve the chunk size and go low-latency (cut at clauses);
 * above the band: skip this request (let playback catch up) and step the size down;
@@ -61,11 +62,17 @@ class RateController:
         fitting = [i for i, size in enumerate(LADDER) if size * self.ms_per_token <= budget]
         return fitting[-1] if fitting else 0
 
+    def expected_cost_ms(self, tokens: int) -> float:
+        """Synthesis time of a chunk of ``tokens``, from the observed cost per token (0 before any)."""
+        return (self.ms_per_token or 0.0) * tokens
+
     def start_over(self) -> None:
         """New utterance or epoch: a small first window again."""
         self.index = 0
 
-    def request(self, buffered_ms: float) -> ChunkRequest:
+    def request(self, buffered_ms: float, wait_ms: float = 0.0) -> ChunkRequest:
+        """``wait_ms``: how long until the audio being synthesised now lands; the buffer has to
+        last through it, so what counts against the band is ``buffered_ms - wait_ms``."""
         if not self.enabled:
             return ChunkRequest(0, False, False, "disabled")
         if self.mode == "low_latency":
@@ -77,18 +84,19 @@ class RateController:
                 self.skipping = True
             return ChunkRequest(LADDER[self.index], False, True, "buffer above the band: skip")
         self.skipping = False
-        if buffered_ms < self.low_ms:
+        if buffered_ms - wait_ms < self.low_ms:
             half = LADDER[self.index] // 2
             self.index = max([i for i, size in enumerate(LADDER) if size <= half], default=0)
-            return ChunkRequest(LADDER[self.index], True, False, "buffer below the band: halve")
+            why = "buffer below the band" if buffered_ms < self.low_ms else "buffer below the band before the next audio lands"
+            return ChunkRequest(LADDER[self.index], True, False, f"{why}: halve")
         self.index = min(self.index + 1, self.sustainable_index())
         return ChunkRequest(LADDER[self.index], False, False, "in the band: expand")
 
-    def current(self, buffered_ms: float) -> ChunkRequest:
+    def current(self, buffered_ms: float, wait_ms: float = 0.0) -> ChunkRequest:
         """The standing wish, without taking a step (for refreshing the parser's hint)."""
         if not self.enabled:
             return ChunkRequest(0, False, False, "disabled")
-        low = self.mode == "low_latency" or buffered_ms < self.low_ms
+        low = self.mode == "low_latency" or buffered_ms - wait_ms < self.low_ms
         return ChunkRequest(LADDER[0] if self.mode == "low_latency" else LADDER[self.index], low, False, "refresh")
 
     def state(self) -> dict:

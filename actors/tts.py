@@ -63,6 +63,7 @@ class ParserGrants:
         self.hint_sent_at = 0.0
         self.next_check = 0.0
         self.downstream_ms = 0.0  # audio ahead of presentation, as the stitcher last reported
+        self.wait_ms = 0.0  # expected time until the synthesis under way lands (Tts.expected_wait_ms)
 
     def chunk_done(self) -> None:
         self.owed += 1
@@ -77,13 +78,13 @@ class ParserGrants:
     def give_back(self, n: int) -> None:
         """Credit for chunks taken and dropped (a repeat after a recovery): back at once,
         with the current wish, without stepping the controller."""
-        wish = self.controller.current(self.downstream_ms)
+        wish = self.controller.current(self.downstream_ms, self.wait_ms)
         self.ctx.grant("parser", n, target_tokens=wish.target_tokens, low_latency=wish.low_latency)
 
     def start_over(self, window: int, held: int = 0) -> None:
         """A reset grant: the parser (new, or sending again after a recovery) may send
         ``window - held`` chunks from now on; nothing is owed any more."""
-        wish = self.controller.current(self.downstream_ms)
+        wish = self.controller.current(self.downstream_ms, self.wait_ms)
         self.owed = 0
         self.ctx.grant("parser", max(0, window - held), reset=True, target_tokens=wish.target_tokens,
                        low_latency=wish.low_latency)
@@ -92,17 +93,18 @@ class ParserGrants:
         self.owed += extra
         now = time.monotonic()
         if self.owed:
-            wish = self.controller.request(self.downstream_ms)
+            wish = self.controller.request(self.downstream_ms, self.wait_ms)
             amount = 0 if wish.skip and not force else self.owed
         else:
-            wish, amount = self.controller.current(self.downstream_ms), 0
+            wish, amount = self.controller.current(self.downstream_ms, self.wait_ms), 0
         hint = (wish.target_tokens, wish.low_latency)
         changed = hint != self.hint and now - self.hint_sent_at >= HINT_INTERVAL_S
         if not (amount or force or changed):
             return
         self.ctx.grant("parser", amount, target_tokens=wish.target_tokens, low_latency=wish.low_latency,
                        details={"target_tokens": wish.target_tokens, "low_latency": wish.low_latency,
-                                "reason": wish.reason, "buffered_ms": self.downstream_ms})
+                                "reason": wish.reason, "buffered_ms": self.downstream_ms,
+                                "wait_ms": round(self.wait_ms)})
         self.owed -= amount
         self.hint, self.hint_sent_at = hint, now
 
@@ -162,7 +164,17 @@ class Tts:
         self.pool.check_deadline(self.voice)
         self.start_next()
         self.send_pieces()
+        self.grants.wait_ms = self.expected_wait_ms()
         self.grants.tick()
+
+    def expected_wait_ms(self) -> float:
+        """How long until the chunk being synthesised lands, judged from the observed cost per
+        token: 0 when audio is already made and waits for credit (the buffer is full)."""
+        job = self.pool.job
+        if job is None or self.outgoing:
+            return 0.0
+        elapsed_ms = (time.monotonic() - job.started) * 1000
+        return max(0.0, self.controller.expected_cost_ms(job.chunk.window_tokens) - elapsed_ms)
 
     # -- handlers -------------------------------------------------------------------------------
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:

@@ -5,6 +5,7 @@ an engine misbehave."""
 from __future__ import annotations
 
 import threading
+import time
 
 from protocol.names import FAULT_KINDS
 
@@ -33,13 +34,16 @@ class FaultInjector:
         with self._lock:
             return dict(self._fault)
 
-    def after_call(self, adapter: str, audio_ms: float, cancelled: threading.Event) -> None:
+    def after_call(self, adapter: str, audio_ms: float, cancelled: threading.Event) -> float:
         """``slowdown``: the engine takes ``ms`` longer per second of audio it produced, the way
-        a busy GPU or a throttled server slows in proportion to the work."""
+        a busy GPU or a throttled server slows in proportion to the work. Returns the ms added."""
         with self._lock:
             fault = dict(self._fault)
-        if fault["adapter"] == adapter and fault["kind"] == "slowdown":
-            cancelled.wait(fault["ms"] * audio_ms / 1e6)
+        if fault["adapter"] != adapter or fault["kind"] != "slowdown":
+            return 0.0
+        started = time.perf_counter()
+        cancelled.wait(fault["ms"] * audio_ms / 1e6)
+        return (time.perf_counter() - started) * 1000
 
     def before_call(self, adapter: str, cancelled: threading.Event) -> dict | None:
         """Apply the fault for one engine call (sleeps or raises); returns what was applied."""

@@ -40,6 +40,20 @@ def test_below_the_band_halves_and_goes_low_latency():
     assert big == LADDER[-1] and shrink.target_tokens == max(s for s in LADDER if s <= big // 2) == 32
 
 
+def test_a_buffer_that_will_not_last_until_the_next_audio_lands_is_below_the_band():
+    c = RateController(CFG)
+    c.observe(60, 2000, 20)
+    for _ in range(6):
+        c.request(4000)
+    # 2.5 s buffered is inside the band, but not when the chunk under way needs 1.2 s more.
+    assert not c.current(2500).low_latency
+    assert c.current(2500, wait_ms=1200).low_latency
+    ahead = c.request(2500, wait_ms=1200)
+    assert ahead.low_latency and "before the next audio lands" in ahead.reason and ahead.target_tokens == 32
+    assert c.request(2500, wait_ms=900).reason == "in the band: expand"  # 1.6 s left: it holds
+    assert c.expected_cost_ms(10) == 10 * c.ms_per_token
+
+
 def test_halving_stops_at_the_bottom_of_the_ladder():
     c = RateController(CFG)
     c.observe(60, 2000, 20)
