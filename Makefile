@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 CLIENT := tests/clients/feed_tokens
 PYTEST := $(BIN)/pytest -q
 
-.PHONY: all venv deps faces test test-unit test-process test-e2e test-loaded demo bench clean
+.PHONY: all venv deps faces llm-server test test-unit test-process test-e2e test-loaded demo bench clean
 
 all: venv
 
@@ -17,7 +17,7 @@ all: venv
 # Chromium for the browser test (Playwright drives the system browser: no download),
 # PostgreSQL for the registry's server backend (the tests start their own, in a temp dir).
 # As root the missing ones are installed; otherwise one line says what to run.
-DEBS := gcc make python3-venv libzmq3-dev pkg-config espeak-ng chromium postgresql
+DEBS := gcc g++ cmake make python3-venv libzmq3-dev pkg-config espeak-ng chromium postgresql
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -36,6 +36,17 @@ $(STAMP): pyproject.toml | deps
 
 venv: $(STAMP)
 
+# The local LLM server for the chat tests (pyproject's llm-server extra, read from there). No
+# wheel on PyPI: compiled here, ~8 min on two cores, without the multimodal library it does not
+# need. `make test` runs this in the background during the unit and process tiers.
+LLM_STAMP := $(VENV)/.llm-server
+$(LLM_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q $$($(BIN)/python -c \
+	  "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['llm-server']))")
+	touch $@
+
+llm-server: $(LLM_STAMP)
+
 # Real photos for the persona builder's tests (several of one person, another person, partial
 # faces): the face_recognition sdist ships them; fetched from the package index, not checked in.
 FACES := tests/data/faces
@@ -51,7 +62,12 @@ $(CLIENT): tests/clients/feed_tokens.c | deps
 	gcc -O2 -Wall -Wextra -o $@ $< -lzmq
 
 # The three tiers: in-process (no child process, < 60 s), one actor on real sockets, the real supervisor.
-test: test-unit test-process test-e2e
+# The LLM server compiles in the background meanwhile (the suite holds under load by design).
+test: deps venv
+	@$(MAKE) --no-print-directory llm-server > $(VENV)/llm-server.log 2>&1 & build=$$!; \
+	$(MAKE) --no-print-directory test-unit test-process; tiers=$$?; \
+	wait $$build || { echo "building the LLM server failed:"; tail -30 $(VENV)/llm-server.log; exit 1; }; \
+	[ $$tiers = 0 ] && $(MAKE) --no-print-directory test-e2e
 
 test-unit: deps venv $(FACES)/.fetched
 	$(PYTEST) tests/unit
@@ -59,7 +75,7 @@ test-unit: deps venv $(FACES)/.fetched
 test-process: deps venv
 	$(PYTEST) tests/process
 
-test-e2e: deps venv $(CLIENT) $(FACES)/.fetched
+test-e2e: deps venv $(CLIENT) $(FACES)/.fetched $(LLM_STAMP)
 	$(PYTEST) tests/e2e
 
 # The suite while two busy-loop processes compete for the two cores (what a shared CI runner does).
