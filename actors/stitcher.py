@@ -120,6 +120,10 @@ class Stitcher:
         self.gap_lead = int(flow["gap_lead_frames"])
         self.fade_in, self.fade_out = crossfade_ramps(self.overlap)
         self.buffer = SampleBuffer(self.window_ms * self.sr // 1000 + 2 * self.sr)  # window + resampling/padding slack
+        # The first resample imports scipy.signal (~2 s on a busy machine, past the heartbeat's
+        # liveness): done now, before READY, so an engine at another rate (openai_speech's
+        # 24 kHz) never stalls the clock on its first chunk.
+        resample(np.zeros(64, np.int16), 24000, self.sr)
         self.driver_credit = CreditLedger(NAME, "driver")
         self.next_frame = 0  # first frame not yet emitted; a barge-in never sets it back (a recovery may)
         self.utterance_id = -1

@@ -8,6 +8,8 @@ imports this package.
   the player presented; ``analysis``: figures read off a timeline; ``interrupts``: barge-in
   at random points; ``resources``: CPU/RSS sampling; ``ports``: private-port configs
 - ``replay``: regenerate a session from its timeline; ``views``: the chart and the live view
+- ``pipecat_service``: Personas as a Pipecat frame processor (needs the ``pipecat`` extra;
+  nothing imports it unless asked)
 
 The control endpoint's clients are in ``protocol.control_endpoint``: the web gateway, which
 is runtime, needs the asyncio one.

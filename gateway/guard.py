@@ -1,6 +1,7 @@
 """Who may ask an HTTP surface of ours, and in what form: the one rule for the web gateway
 and the session manager. Host must be one this server answers to (DNS rebinding), an
-Origin must be ours (cross-site requests), a state-changing request carries the token,
+Origin must be ours (cross-site requests), a state-changing request carries the token (in
+``X-Personas-Token``, or as OpenAI-compatible clients send a key: ``Authorization: Bearer``),
 and a body is a JSON object."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from aiohttp import web
 
 #: The header a request carries its token in.
 TOKEN_HEADER = "X-Personas-Token"
+#: Or, as OpenAI-compatible clients send their API key: ``Authorization: Bearer <token>``.
+BEARER = "bearer "
 
 
 def allowed_hosts(host: str, port: int, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
@@ -35,9 +38,18 @@ def refusal(request: web.Request, hosts: set[str], token: str, needs_token: bool
         return 403, f"requests from other sites are refused (Origin {origin[:60]!r})"
     if request.method not in methods:
         return 405, f"{request.method} is not served"
-    if needs_token and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
-        return 401, f"{request.method} {request.path[:60]} needs the token in {TOKEN_HEADER}"
+    if needs_token and not hmac.compare_digest(presented_token(request).encode(), token.encode()):
+        return 401, f"{request.method} {request.path[:60]} needs the token in {TOKEN_HEADER} (or Authorization: Bearer)"
     return None
+
+
+def presented_token(request: web.Request) -> str:
+    """The token in ``X-Personas-Token``, else in ``Authorization: Bearer`` ("" when neither)."""
+    token = request.headers.get(TOKEN_HEADER)
+    if token is not None:
+        return token
+    authorization = request.headers.get("Authorization", "")
+    return authorization[len(BEARER):].strip() if authorization[:len(BEARER)].lower() == BEARER else ""
 
 
 async def body_refusal(request: web.Request) -> tuple[int, str] | None:
@@ -54,18 +66,24 @@ async def body_refusal(request: web.Request) -> tuple[int, str] | None:
     return None
 
 
+def plain_refusal(status: int, why: str) -> web.Response:
+    return web.json_response({"ok": False, "error": why}, status=status)
+
+
 async def guarded(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-                  refused: tuple[int, str] | None, on_refusal: Callable[[int, str], None]) -> web.StreamResponse:
+                  refused: tuple[int, str] | None, on_refusal: Callable[[int, str], None],
+                  render: Callable[[int, str], web.Response] = plain_refusal) -> web.StreamResponse:
     """A middleware's body: a refusal (or a POST body that is not a JSON object) answers its 4xx
-    with the reason (``on_refusal`` records it); a handler that cannot use the request answers 400."""
+    with the reason (``on_refusal`` records it; ``render`` shapes it, by default ``{"ok": false,
+    "error"}``); a handler that cannot use the request answers 400."""
     if refused is None and request.method == "POST":
         refused = await body_refusal(request)
     if refused is not None:
         on_refusal(*refused)
-        return web.json_response({"ok": False, "error": refused[1]}, status=refused[0])
+        return render(*refused)
     try:
         return await handler(request)
     except web.HTTPException:
         raise
     except (ValueError, TypeError, KeyError) as exc:  # a request the handler could not use
-        return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}, status=400)
+        return render(400, f"{type(exc).__name__}: {exc}"[:200])

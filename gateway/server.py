@@ -14,12 +14,14 @@ Routes (aiohttp):
     GET  /config      the running configuration; POST /config {"changes": {...}} live keys
     POST /say         {"text": ...} fed to the ingress as LLM-like tokens
     POST /barge-in    interrupt now
+    POST /v1/audio/speech  OpenAI's speech API, served by the gateway's own engine (gateway/speech.py)
 
 Every request must name this server in ``Host`` (so a DNS-rebinding page cannot reach it) and,
 when it carries an ``Origin``, come from this server's own origin (no other site may drive or
 watch it). A POST is JSON (``application/json``, else 415), a JSON object (else 400 with the
-reason), with the control token in ``X-Personas-Token`` (else 401); the page gets the token
-inside its own HTML, which other origins cannot read.
+reason), with the control token in ``X-Personas-Token`` or ``Authorization: Bearer`` (else 401);
+the page gets the token inside its own HTML, which other origins cannot read. Under ``/v1/``
+every refusal is in OpenAI's error shape, so OpenAI clients can read it.
 
 A lagging WebSocket client first loses video frames (counted, on the timeline) while its
 audio keeps flowing; past ``client_drop_frames`` it is disconnected with the reason.
@@ -47,6 +49,7 @@ from actors.runtime import ActorContext
 
 from . import guard
 from .guard import allowed_hosts
+from .speech import OPENAI_PREFIX, ROUTE as SPEECH_ROUTE, SpeechService, openai_refusal, wav_header
 from protocol import AVPacket, ProtocolError, TimelineEvent, decode, tokenize_like_llm
 from protocol.control_endpoint import TOKEN_ENV, AsyncControlClient
 from protocol.names import GATEWAY
@@ -79,13 +82,6 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def wav_header(sample_rate: int) -> bytes:
-    """A RIFF/WAVE header for a stream of unknown length (sizes set to the maximum)."""
-    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", 0xFFFFFFFF))
-
-
 def av_message(packet: AVPacket, jpeg: bytes | None, received_ns: int) -> bytes:
     """[u32 header length][JSON header][JPEG][PCM] -- what the page decodes."""
     header = json.dumps({
@@ -115,10 +111,13 @@ class Gateway:
         self.page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}  # read once
         self.page["index.html"] = self.page["index.html"].replace(
             b"<head>", b'<head>\n  <meta name="personas-token" content="' + self.token.encode() + b'">', 1)
+        self.speech = SpeechService(ctx.config, ctx.emit, self.note_refusal)
+        self.speech.prepare()
 
     def describe(self) -> dict:
         return {"actor": NAME, "url": self.url, "routes": [f"{method} {path}" for method, path, _ in self.routes()],
-                "consumes": ["av_packet <- player av_out (SUB)", "timeline (SUB)"], "produces": ["HTTP", "WebSocket"]}
+                "consumes": ["av_packet <- player av_out (SUB)", "timeline (SUB)"], "produces": ["HTTP", "WebSocket"],
+                "speech": self.speech.describe()}
 
     def run(self) -> None:
         self.zctx = zmq.asyncio.Context()
@@ -143,12 +142,13 @@ class Gateway:
             for task in tasks:
                 task.cancel()
             await runner.cleanup()
+            self.speech.close()
 
     async def housekeeping(self) -> None:
         while self.ctx.running:
             self.ctx.receive(self)
             self.counts["clients"], self.counts["wav_listeners"] = len(self.clients), len(self.wav_listeners)
-            self.ctx.heartbeat(dict(self.counts))
+            self.ctx.heartbeat({**self.counts, **self.speech.counts})
             await asyncio.sleep(HOUSEKEEPING_S)
 
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
@@ -253,7 +253,7 @@ class Gateway:
         return [("GET", "/", self.static), ("GET", "/favicon.ico", self.favicon), ("GET", "/static/{name}", self.static),
                 ("GET", "/audio.wav", self.audio_wav), ("GET", "/ws", self.websocket), ("GET", "/adapters", self.adapters),
                 ("GET", "/config", self.get_config), ("POST", "/config", self.post_config), ("POST", "/say", self.say),
-                ("POST", "/barge-in", self.barge_in)]
+                ("POST", "/barge-in", self.barge_in), ("POST", SPEECH_ROUTE, self.speech.handle)]
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024, middlewares=[self.guard])
@@ -268,12 +268,25 @@ class Gateway:
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
         """Who may ask (Host, Origin, token) and in what form (JSON): refusals are 4xx with the
         reason, on the timeline too; no request reaches a handler that would fail on it."""
-        def on_refusal(status: int, why: str) -> None:
-            self.ctx.emit("web_refused", "error", surface="http",
-                          data={"route": f"{request.method} {request.path}"[:80], "status": status, "why": why,
-                                "client": request.remote or "?"})
+        route = f"{request.method} {request.path}"
 
-        return await guard.guarded(request, handler, self.refusal(request), on_refusal)
+        def on_refusal(status: int, why: str) -> None:
+            self.note_refusal(route, status, why, request.remote)
+
+        if not request.path.startswith(OPENAI_PREFIX):
+            return await guard.guarded(request, handler, self.refusal(request), on_refusal)
+        try:  # OpenAI's clients read errors in OpenAI's shape: aiohttp's own (404, 405, 413) too
+            return await guard.guarded(request, handler, self.refusal(request), on_refusal, openai_refusal)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            why = f"{exc.reason}: {route[:80]}" if exc.status in (404, 405) else exc.text or exc.reason
+            on_refusal(exc.status, why)
+            return openai_refusal(exc.status, why)
+
+    def note_refusal(self, route: str, status: int, why: str, client: str | None = None) -> None:
+        self.ctx.emit("web_refused", "error", surface="http",
+                      data={"route": route[:80], "status": status, "why": why, "client": client or "?"})
 
     def refusal(self, request: web.Request) -> tuple[int, str] | None:
         return guard.refusal(request, self.hosts, self.token, needs_token=request.method == "POST",

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .names import ACTOR_NAMES, ADAPTER_NAMES, ENDPOINT_NAMES, FAULT_KINDS, LIP_SOURCES
+from .names import ACTOR_NAMES, ADAPTER_NAMES, ENDPOINT_NAMES, FAULT_KINDS, GATEWAY_SPEECH_ADAPTERS, LIP_SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
@@ -49,6 +49,8 @@ CHOICES = {
     "driver.lips": LIP_SOURCES,
     "supervisor.warm_spares": ACTOR_NAMES,
     "sessions.warm_spares": ACTOR_NAMES,
+    "openai_speech.response_format": ("pcm", "wav"),
+    "web.speech_adapter": ("", *GATEWAY_SPEECH_ADAPTERS),
 }
 #: Inclusive ranges of the numeric keys. The bounds are what the system can honour on one
 #: machine (a 3000-pixel frame or a 0 fps clock is a mistake, not a wish); every number is
@@ -72,7 +74,9 @@ RANGES = {
     "driver.marker_ease_frames": (0, 250), "driver.coarticulation_ms": (0, 500), "driver.degrade_min_side": (0, 2048),
     "player.realtime_priority": (0, 99), "player.niceness": (-20, 19),
     "web.port": (0, 65535), "web.jpeg_quality": (1, 100), "web.client_lag_frames": (1, 3000),
-    "web.client_drop_frames": (1, 10_000), "web.say_rate": (0.1, 100_000),
+    "web.client_drop_frames": (1, 10_000), "web.say_rate": (0.1, 100_000), "web.speech_workers": (1, 4),
+    "openai_speech.sample_rate": (8000, 192_000), "openai_speech.timeout_s": (0.1, 600),
+    "openai_speech.max_audio_s": (1, 600),
     "supervisor.heartbeat_s": (0.05, 60), "supervisor.liveness": (1, 100), "supervisor.max_restarts": (0, 10_000),
     "supervisor.restart_window_s": (1, 86400), "supervisor.ready_timeout_s": (1, 3600),
     "supervisor.stop_timeout_s": (0.1, 600), "supervisor.linger_ms": (0, 60_000), "supervisor.stuck_after_s": (1, 3600),
@@ -87,6 +91,12 @@ ORDERED = (("controller.comfort_low_ms", "controller.comfort_high_ms"),
            ("web.client_lag_frames", "web.client_drop_frames"))
 #: An endpoint is a tcp address with a port, or an ipc path.
 ENDPOINT = re.compile(r"(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):\d{1,5}|ipc://[^\x00]{1,200})")
+#: Keys whose value must match a pattern: (pattern, what it is).
+PATTERNS = {
+    "openai_speech.base_url": (re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?"),
+                               "an http(s) URL (no user:password@, query or fragment; the key comes from api_key_env)"),
+    "openai_speech.api_key_env": (re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,127})?"), "'' or an environment variable's name"),
+}
 
 
 def live_changes(config: dict, items: dict) -> dict:
@@ -119,6 +129,8 @@ def check_value(dotted: str, value: Any) -> None:
     section, _, key = dotted.partition(".")
     if section == "endpoints" and key in ENDPOINT_NAMES and not ENDPOINT.fullmatch(str(value)):
         raise ConfigError(f"{dotted} = {_brief(value)} is not an endpoint (tcp://HOST:PORT or ipc://PATH)")
+    if dotted in PATTERNS and not PATTERNS[dotted][0].fullmatch(str(value)):
+        raise ConfigError(f"{dotted} = {_brief(value)} is not {PATTERNS[dotted][1]}")
     if dotted in ("media.width", "media.height") and value % 2:
         raise ConfigError(f"{dotted} = {value} must be even (H.264 halves it for colour)")
 

@@ -51,7 +51,10 @@ LINK_MESSAGES = {"text_chunk": "parser", "audio_chunk": "tts", "audio_span": "st
 EPOCH_CARRIERS = frozenset({*LINK_MESSAGES, "visual_marker", "credit"})
 
 #: The TTS engines an adapter exists for (config ``tts.adapters``).
-ADAPTER_NAMES = ("piper", "espeak", "wyoming")
+ADAPTER_NAMES = ("piper", "espeak", "wyoming", "openai_speech")
+#: The engines the web gateway may serve ``POST /v1/audio/speech`` with (``web.speech_adapter``):
+#: not ``openai_speech``, which could end up asking the gateway itself.
+GATEWAY_SPEECH_ADAPTERS = ("piper", "espeak", "wyoming")
 
 #: What the fault injector can make an engine do (config ``fault.kind``).
 FAULT_KINDS = ("none", "latency", "stall", "error", "error_once", "slowdown")

@@ -159,6 +159,53 @@ def replay(timeline, out) -> None:
     click.echo(f"wrote {out}: {result.ticks} ticks, {result.chunks} chunks re-synthesised {result.modes}")
 
 
+@main.command(help="Talk with an LLM through the avatar: each reply of an OpenAI-compatible server (llama.cpp, "
+                   "Ollama, vLLM, hosted) is streamed into the ingress as it is written, markers and all. One "
+                   "MESSAGE, or lines from stdin. A barge-in (--barge-in-after, Ctrl-C, a line typed while it "
+                   "speaks, or one from anywhere else) closes the LLM stream. Speaks on the system at --config's "
+                   "endpoints, or starts one when none answers (--system).")
+@click.argument("message", required=False)
+@click.option("--llm-url", required=True, metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000/v1")
+@click.option("--model", required=True, help="the model name the server knows")
+@click.option("--system-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="system prompt file (default: configs/chat_system_prompt.md, the marker vocabulary)")
+@click.option("--no-system-prompt", is_flag=True, help="send no system prompt")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="VAR",
+              help="environment variable holding the API key (unset: a placeholder, which local servers ignore)")
+@click.option("--max-tokens", default=400, show_default=True, type=click.IntRange(1, 32768))
+@click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="(default: the server's)")
+@click.option("--seed", type=int, default=None, help="sampling seed, where the server takes one")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="seconds the LLM server may stay silent inside a reply (connecting: 5)")
+@click.option("--barge-in-after", type=click.FloatRange(0, 3600), default=None, metavar="SECONDS",
+              help="scripted barge-in: this long after the first token of each reply")
+@click.option("--system", "system_mode", type=click.Choice(["auto", "attach", "start"]), default="auto",
+              show_default=True, help="attach to the running system, start one, or attach if one answers")
+@click.option("--record", type=click.Path(dir_okay=False), help="record to this MP4 (a system started here)")
+@click.option("--report", type=click.Path(dir_okay=False), help="append one JSON line per reply (text, timings)")
+@OPTION_CONFIG
+@OPTION_SET
+def chat(message, llm_url, model, system_prompt, no_system_prompt, api_key_env, max_tokens, temperature, seed,
+         timeout, barge_in_after, system_mode, record, report, config_path, overrides) -> None:
+    import os
+
+    from clients.chat import ChatError, ChatOptions, LLMSettings, load_system_prompt, run_chat
+
+    resolve_config(config_path, overrides)  # a bad config is one line, before anything starts
+    try:
+        options = ChatOptions(
+            llm=LLMSettings(url=llm_url, model=model, api_key=os.environ.get(api_key_env, ""), max_tokens=max_tokens,
+                            temperature=temperature, seed=seed, read_timeout_s=timeout),
+            system_prompt="" if no_system_prompt else load_system_prompt(system_prompt), system=system_mode,
+            barge_in_after=barge_in_after, record=record, report=report,
+            log=str(Path(record).with_suffix(".log")) if record else None)
+        code = run_chat(options, config_path, overrides, message, echo=lambda s: click.echo(s, err=True),
+                        out=lambda s: click.echo(s, nl=False))
+    except ChatError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
 main.add_command(supervisor_cli.barge_in)
 main.add_command(persona_cli.persona)
 main.add_command(persona_cli.registry)

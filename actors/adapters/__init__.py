@@ -19,6 +19,10 @@ def make_adapter(name: str, config: dict) -> TTSAdapter:
         from .wyoming import WyomingAdapter
 
         return WyomingAdapter(config)
+    if name == "openai_speech":
+        from .openai_speech import OpenAISpeechAdapter
+
+        return OpenAISpeechAdapter(config)
     raise ValueError(f"unknown TTS adapter {name!r} (known: {', '.join(ADAPTERS)})")
 
 

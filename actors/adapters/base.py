@@ -46,6 +46,10 @@ class TTSAdapter(ABC):
 
     name: str = ""
     sample_rate: int = 0
+    #: Modules ``load()`` imports. A host that must keep answering while an engine loads (the
+    #: web gateway loads one on its first speech request) imports them before READY: some hold
+    #: the GIL while they initialise (onnx: 4 s on a busy machine, past a heartbeat's liveness).
+    heavy_modules: tuple[str, ...] = ()
 
     @abstractmethod
     def describe(self) -> dict:
@@ -109,3 +113,17 @@ def word_anchors(text: str, phonemes: list[tuple[str, int, int]]) -> list[tuple[
         return list(zip(written, spoken))
     last_w, last_s = len(written) - 1, len(spoken) - 1
     return [(w, spoken[round(i * last_s / last_w) if last_w else 0]) for i, w in enumerate(written)]
+
+
+def voiced_span(pcm: np.ndarray, rate: int) -> tuple[int, int] | None:
+    """(first, end) sample of the audible part of ``pcm`` (10 ms blocks above 5 % of the
+    loudest, and above a floor), or None when nothing is audible."""
+    block = max(rate // 100, 1)
+    n = len(pcm) // block
+    if n == 0:
+        return None
+    energy = np.sqrt(np.mean(pcm[: n * block].astype(np.float64).reshape(n, block) ** 2, axis=1))
+    voiced = np.flatnonzero(energy > max(200.0, 0.05 * energy.max()))
+    if len(voiced) == 0:
+        return None
+    return int(voiced[0] * block), int((voiced[-1] + 1) * block)

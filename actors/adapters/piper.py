@@ -181,6 +181,7 @@ def rng_copy(rng: np.random.Generator) -> np.random.Generator:
 
 class PiperAdapter(TTSAdapter):
     name = "piper"
+    heavy_modules = ("onnx", "onnxruntime", "piper")
 
     def __init__(self, config: dict):
         self.voice_cfg = config["voice"]

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .base import Synthesis, TTSAdapter, split_multichar
+from .base import Synthesis, TTSAdapter, split_multichar, voiced_span
 from .espeak import EspeakEngine
 from persona.voice import VoiceSchema
 
@@ -174,8 +174,8 @@ def shadow_alignment(text: str, pcm: np.ndarray, rate: int):
     ``pcm``: a guess at where another engine's phonemes fall."""
     shadow = EspeakEngine.get()
     shadow_pcm, words, events = shadow.synthesize(text, "en-us", 165, 45, 50)
-    target = _voiced_span(pcm, rate)
-    source = _voiced_span(shadow_pcm, shadow.sample_rate)
+    target = voiced_span(pcm, rate)
+    source = voiced_span(shadow_pcm, shadow.sample_rate)
     if target is None or source is None:
         return [], []
     scale = (target[1] - target[0]) / max(source[1] - source[0], 1)
@@ -188,15 +188,3 @@ def shadow_alignment(text: str, pcm: np.ndarray, rate: int):
             phonemes.append((name, a, b - a))
     anchors = sorted({(c, max(warp(s), 0)) for c, s in words})
     return split_multichar(phonemes), anchors
-
-
-def _voiced_span(pcm: np.ndarray, rate: int) -> tuple[int, int] | None:
-    block = max(rate // 100, 1)
-    n = len(pcm) // block
-    if n == 0:
-        return None
-    energy = np.sqrt(np.mean(pcm[: n * block].astype(np.float64).reshape(n, block) ** 2, axis=1))
-    voiced = np.flatnonzero(energy > max(200.0, 0.05 * energy.max()))
-    if len(voiced) == 0:
-        return None
-    return int(voiced[0] * block), int((voiced[-1] + 1) * block)

@@ -6,7 +6,7 @@
 const JITTER_S = 0.12;    // playout delay: absorbs network and decode jitter
 const RING_S = 60;        // the recent session kept in memory for auditions
 const WINDOW_S = 30;      // span of the synchrony panel
-const COLOURS = { piper: "#1f77b4", espeak: "#ff7f0e", wyoming: "#2ca02c" };
+const COLOURS = { piper: "#1f77b4", espeak: "#ff7f0e", wyoming: "#2ca02c", openai_speech: "#9467bd" };
 const MARKS = {
   chunk: "#7fbf7f", marker: "#17becf", "barge-in": "#ff4d4d", swap: "#ffae42",
   underflow: "#ff00ff", stall: "#b07a4f", gap: "#e377c2",
