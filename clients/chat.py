@@ -297,6 +297,8 @@ class ChatClient:
     def ask(self, text: str, barge_in_after: float | None = None) -> Reply:
         """Stream the reply to ``text`` into the ingress and wait until the avatar has said it or
         was cut; the history gets what was said. Raises ChatError (the history is unchanged)."""
+        if len(text) > MAX_HISTORY_CHARS:  # the history trim would drop it and the LLM would answer nothing asked
+            raise ChatError(f"a message of {len(text)} characters: at most {MAX_HISTORY_CHARS} are sent")
         status = self.session.control.call("status")
         if status is None:
             raise ChatError(f"no Personas supervisor answers at {self.session.endpoints['control']}")
@@ -600,6 +602,8 @@ def _speak(client: ChatClient, text: str, options: ChatOptions, echo, out, poll:
             result["reply"] = client.ask(text, options.barge_in_after)
         except ChatError as exc:
             result["error"] = exc
+        except Exception as exc:  # zmq, an unexpected reply: say what it was, not a KeyError below
+            result["error"] = ChatError(f"{type(exc).__name__}: {exc}")
 
     worker = threading.Thread(target=work, name="chat-reply", daemon=True)
     worker.start()

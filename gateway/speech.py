@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -188,8 +189,10 @@ class SpeechService:
             if self.unavailable:
                 raise SpeechRefusal(503, f"the {self.engine_name} engine cannot run here: {self.unavailable}",
                                     "engine_unavailable")
-            body = await request.json()  # the guard has checked that it is a JSON object
-            order = self.order(body)
+            # The guard has checked that the body is a JSON object (an empty body counts as {}).
+            body = json.loads(await request.read() or b"{}")
+            # order() reads voice files: off the event loop, which serves every other client.
+            order = await asyncio.to_thread(self.order, body)
             engine = await self.take()
         except SpeechRefusal as refusal:
             self.refused(f"POST {ROUTE}", refusal.status, refusal.message, request.remote)
@@ -312,8 +315,10 @@ class SpeechService:
     # -- what is asked ----------------------------------------------------------------------------
     def order(self, body: dict) -> SpeechOrder:
         model = body.get("model")
-        if not isinstance(model, str) or not 0 < len(model.strip()) <= 256:
-            raise SpeechRefusal(400, "model must be a non-empty string (any name: it is echoed)", "invalid_value", "model")
+        if not isinstance(model, str) or not 0 < len(model.strip()) <= 256 or not model.isprintable():
+            # Echoed in a header: a control character would fail the answer after synthesis.
+            raise SpeechRefusal(400, "model must be a non-empty printable string (any name: it is echoed)",
+                                "invalid_value", "model")
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise SpeechRefusal(400, "input must be a non-empty string", "invalid_value", "input")

@@ -73,6 +73,11 @@ class ServerBusy(OpenAISpeechError):
         self.retry_after_s = retry_after_s
 
 
+#: Encoded or containered audio: never raw PCM, whatever the bytes look like.
+CONTAINER_TYPES = frozenset({"audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/ogg",
+                             "audio/opus", "audio/aac", "audio/flac", "audio/x-flac", "audio/webm", "audio/mp4"})
+
+
 class WavStream:
     """A RIFF/WAVE body read as it arrives: the header (``fmt `` before ``data``) is parsed
     from the first bytes, then every byte of ``data`` is PCM. 16-bit mono PCM only."""
@@ -306,6 +311,9 @@ class OpenAISpeechAdapter(TTSAdapter):
             if kind == "application/json" or kind.startswith("text/"):
                 raise OpenAISpeechError(f"{self.where} answered {kind} instead of audio: "
                                         f"{error_excerpt(response.read(MAX_ERROR_BODY))}")
+            if self.response_format == "pcm" and kind in CONTAINER_TYPES:
+                # A server that ignored response_format: its bytes played as raw PCM would be noise.
+                raise OpenAISpeechError(f"{self.where} answered {kind} to a request for raw pcm")
             return self._read_audio(response, len(text))
         except (OSError, http.client.HTTPException) as exc:
             if self._cancelled.is_set():
@@ -334,6 +342,8 @@ class OpenAISpeechAdapter(TTSAdapter):
                                         "(openai_speech.max_audio_s)")
             if time.monotonic() > deadline:
                 raise OpenAISpeechError(f"the answer took longer than {RESPONSE_BUDGET_S:g} s")
+            if wav is not None and wav.data_left == 0:  # all the data it declared: what follows is not audio
+                break
         if wav is not None and not wav.in_data:
             raise OpenAISpeechError("the WAV stream ended before its data")
         rate = wav.sample_rate if wav else self.pcm_rate

@@ -92,6 +92,21 @@ def test_the_answer_is_24_khz_whatever_the_engine_and_comes_sentence_by_sentence
     assert meta["data"]["audio_ms"] == pytest.approx((len(body) - 44) / 2 / 24, abs=0.2)
 
 
+def test_a_model_name_that_cannot_be_echoed_and_an_empty_body_are_clear_400s():
+    with SpeechServer() as server:
+        status, _, body = server.post(model="tts-1\r\nX-Injected: 1", input="Hello.")
+        assert status == 400 and json.loads(body)["error"]["param"] == "model"
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("POST", speech.ROUTE, b"", {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            error = json.loads(reply.read())["error"]
+        finally:
+            conn.close()
+        assert reply.status == 400 and error["param"] == "model" and "model must be" in error["message"]
+    assert sum(1 for stage, _ in server.events if stage == ("web_refused",)) == 2  # both on the timeline
+
+
 def test_a_busy_engine_makes_a_request_wait_and_too_many_waiting_are_refused_429(monkeypatch):
     monkeypatch.setattr(speech, "QUEUE_WAIT_S", 0.3)
     monkeypatch.setattr(speech, "MAX_WAITING", 1)

@@ -149,6 +149,13 @@ def test_a_streamed_wav_states_its_rate_and_its_data_runs_to_the_end():
     with ScriptedServer(lambda h, _: server.chunked(h, split_awkwardly(body), "audio/wav")) as server:
         result = adapter_for(server.url, response_format="wav").synthesize("Hello.", load_voice("joe"))
     assert result.sample_rate == 16000 and np.array_equal(result.pcm, pcm)
+    # A WAV that states its data size and then keeps the connection open: the adapter stops at the
+    # end of the data it declared, it does not wait for the server to close.
+    declared = wav_bytes(pcm, 16000, data_size=None)
+    with ScriptedServer(lambda h, _: server.chunked(h, [declared, b"junk"], "audio/wav", pause_s=5)) as server:
+        started = time.monotonic()
+        result = adapter_for(server.url, response_format="wav", timeout_s=10.0).synthesize("Hello.", load_voice("joe"))
+    assert np.array_equal(result.pcm, pcm) and time.monotonic() - started < 4
     # A WAV that states its data size: what follows the data is not audio.
     stream = WavStream()
     fixed = wav_bytes(pcm[:100], 16000, data_size=None) + b"trailing junk"
@@ -167,6 +174,7 @@ OPENAI_400 = json.dumps({"error": {"message": "Invalid voice 'zed'", "type": "in
     ("wav", lambda s, h: s.chunked(h, [wav_bytes(syllables(0.2), RATE, channels=2)], "audio/wav"), "only 16-bit mono PCM"),
     ("wav", lambda s, h: s.chunked(h, [b"RIFF\xff\xff\xff\xffWAVEfmt "], "audio/wav"), "ended before its data"),
     ("pcm", lambda s, h: s.chunked(h, []), "sent no audio"),
+    ("pcm", lambda s, h: s.chunked(h, [b"ID3\x04mp3 frames"], "audio/mpeg"), "answered audio/mpeg to a request for raw pcm"),
 ])
 def test_a_failing_or_wrong_answer_is_an_error_that_says_what_the_server_said(fmt, answer, expected):
     with ScriptedServer(lambda h, _: answer(server, h)) as server:
