@@ -33,3 +33,21 @@ def frame_rms(audio: np.ndarray, sample_rate: int, fps: int, n_frames: int) -> n
         window = audio[k * sample_rate // fps:(k + 1) * sample_rate // fps].astype(np.float64)
         out[k] = math.sqrt(np.mean(window ** 2)) if len(window) else 0.0
     return out
+
+
+#: A paragraph with open vowels and closures: the lip-sync tests say it and follow the mouth.
+PARAGRAPH = ("The lighthouse keeper climbed the stairs every evening. He polished the great lens until it shone, "
+             "and watched the ships pass far away on the dark water.")
+
+
+def mouth_follows_envelope(session, collector, meter) -> tuple[float, set, dict]:
+    """Say the paragraph; r between the mouth opening and the audio level of the speech frames
+    (both smoothed over 3 frames, syllable scale), the lip sources the TTS reported, and the
+    utterance's presented-event."""
+    collector.packets.clear()
+    done = session.say_and_wait(PARAGRAPH)
+    _, opening, rms = meter.track(list(collector.packets))
+    smooth = lambda x: np.convolve(x, np.ones(3) / 3, mode="same")  # noqa: E731
+    sources = {e["data"].get("lips") for e in session.timeline.events if e["stage"] == "synth"
+               and e["utterance_id"] == done["utterance_id"] and e["data"]["audio_ms"] > 0}
+    return float(np.corrcoef(smooth(opening), smooth(rms))[0, 1]), sources, done

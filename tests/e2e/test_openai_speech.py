@@ -22,15 +22,13 @@ from clients.capture import AVCollector
 from clients.ports import write_private_config
 from clients.session import Session, private_system
 from protocol.control_endpoint import read_token
-from tests.media import transcribe, word_error_rate, words
+from tests.media import mouth_follows_envelope, transcribe, word_error_rate, words
 
 pytestmark = pytest.mark.e2e
 openai = pytest.importorskip("openai", reason="the official openai client (pip install openai) drives this test")
 
 TEXT = "Good morning. The quick brown fox jumps over the lazy dog."
 KEY_WORDS = {"morning", "quick", "brown", "fox", "lazy", "dog"}
-PARAGRAPH = ("The lighthouse keeper climbed the stairs every evening. He polished the great lens until it shone, "
-             "and watched the ships pass far away on the dark water.")
 #: PocketSphinx hears Piper's own 22 kHz audio of the paragraph with a word error rate of 0.52
 #: (measured: "the white house keeper climb the stairs ..."), so what counts is that these are heard.
 PARAGRAPH_KEY_WORDS = {"keeper", "stairs", "evening", "great", "ships", "dark", "water"}
@@ -151,19 +149,6 @@ def test_the_gateway_refuses_in_openai_shape(server):
     refused = [e for e in session.timeline.events[start:] if e["stage"] == "web_refused"]
     assert {e["data"]["status"] for e in refused} >= {400, 401, 413, 415, 421}  # each on the timeline
     assert token not in json.dumps(session.timeline.events)  # never on the timeline
-
-
-def mouth_follows_envelope(session, collector, meter) -> tuple[float, set, dict]:
-    """Say the paragraph; r between the mouth opening and the audio level of the speech frames
-    (both smoothed over 3 frames, syllable scale), the lip sources the TTS reported, and the
-    utterance's presented-event."""
-    collector.packets.clear()
-    done = session.say_and_wait(PARAGRAPH)
-    _, opening, rms = meter.track(list(collector.packets))
-    smooth = lambda x: np.convolve(x, np.ones(3) / 3, mode="same")
-    sources = {e["data"].get("lips") for e in session.timeline.events if e["stage"] == "synth"
-               and e["utterance_id"] == done["utterance_id"] and e["data"]["audio_ms"] > 0}
-    return float(np.corrcoef(smooth(opening), smooth(rms))[0, 1]), sources, done
 
 
 def test_a_second_system_speaks_through_the_first_ones_gateway_with_lips_from_the_audio(server, speaker):

@@ -3,7 +3,6 @@ offline, with the joe voice), in the adapter on its own and in the running syste
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from actors.adapters import make_adapter
@@ -12,7 +11,7 @@ from clients.ports import write_private_config
 from clients.session import Session
 from clients.wyoming_server import WyomingServer
 from protocol.config import load_config
-from tests.media import read_mp4, transcribe, word_error_rate
+from tests.media import mouth_follows_envelope, read_mp4, transcribe, word_error_rate
 
 pytestmark = pytest.mark.e2e
 TEXT = "Good morning. The quick brown fox jumps over the lazy dog."
@@ -40,22 +39,6 @@ def test_wyoming_adapter_against_a_real_server(wyoming_server):
     assert word_error_rate(TEXT, transcribe(result.pcm, result.sample_rate)) <= 0.2
 
 
-PARAGRAPH = ("The lighthouse keeper climbed the stairs every evening. He polished the great lens until it shone, "
-             "and watched the ships pass far away on the dark water.")
-
-
-def mouth_follows_envelope(session, collector, meter) -> tuple[float, set]:
-    """Say the paragraph; r between the mouth opening and the audio level of the speech frames
-    (both smoothed over 3 frames, syllable scale), and the lip sources the TTS reported."""
-    collector.packets.clear()
-    done = session.say_and_wait(PARAGRAPH)
-    _, opening, rms = meter.track(list(collector.packets))
-    smooth = lambda x: np.convolve(x, np.ones(3) / 3, mode="same")
-    sources = {e["data"].get("lips") for e in session.timeline.events if e["stage"] == "synth"
-               and e["utterance_id"] == done["utterance_id"] and e["data"]["audio_ms"] > 0}
-    return float(np.corrcoef(smooth(opening), smooth(rms))[0, 1]), sources
-
-
 def test_lips_follow_a_wyoming_engines_own_sound(wyoming_server, tmp_path):
     """The same paragraph through a real Wyoming server, lips from the espeak-ng shadow alignment
     and then from the audio (the learned model), in one system: the mouth follows the sound at
@@ -67,9 +50,9 @@ def test_lips_follow_a_wyoming_engines_own_sound(wyoming_server, tmp_path):
                 "driver": {"idle_motion": False, "lips": "alignment"}}
     with private_system(tmp_path, sections) as (session, collector):
         meter = MouthMeter(session.config)
-        r_shadow, shadow_sources = mouth_follows_envelope(session, collector, meter)
+        r_shadow, shadow_sources, _ = mouth_follows_envelope(session, collector, meter)
         assert session.control.call("config_set", changes={"driver.lips": "audio"})["changes"] == {"driver.lips": "audio"}
-        r_audio, audio_sources = mouth_follows_envelope(session, collector, meter)
+        r_audio, audio_sources, _ = mouth_follows_envelope(session, collector, meter)
     print(f"\nmouth opening vs audio level through wyoming: shadow alignment r = {r_shadow:.3f}, "
           f"learned lips from audio r = {r_audio:.3f}")
     assert shadow_sources == {"shadow"} and audio_sources == {"audio"}
