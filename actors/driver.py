@@ -85,7 +85,7 @@ class Driver:
         return self.host.face
 
     def describe(self) -> dict:
-        return {"actor": NAME, "renderer": self.face.renderer.describe(), "persona": self.host.describe(),
+        return {"actor": NAME, "renderer": {**self.face.renderer.describe(), "warmed_batches": self.face.warmed_batches}, "persona": self.host.describe(),
                 "consumes": ["audio_span <- stitcher", "visual_marker <- parser", "credit <- player (frames)"],
                 "produces": ["av_packet -> player", "credit -> stitcher (frames)"],
                 "credit": {"grants": grants_descriptor("stitcher", NAME, self.window),

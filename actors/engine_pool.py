@@ -123,6 +123,7 @@ class Engine:
     name: str
     adapter: TTSAdapter
     worker: SynthesisWorker
+    warmup_ms: float = 0.0  # what the warm-up before READY took (the first request does not pay it)
     healthy: bool = True
     rtf: float | None = None  # EWMA of synthesis ms per audio ms
     ms_per_char: float = MS_PER_CHAR_GUESS
@@ -175,13 +176,15 @@ class EnginePool:
             adapter = make_adapter(name, ctx.config)
             try:
                 adapter.load()
+                started = time.monotonic()
                 adapter.warmup(voice)
+                warmup_ms = round((time.monotonic() - started) * 1000, 1)
             except Exception as exc:  # an optional engine may be missing; the active one may not
                 ctx.error("load", "adapter_unavailable", f"{name}: {type(exc).__name__}: {exc}")
                 if name == self.tts["adapter"]:
                     raise
                 continue
-            self.engines[name] = Engine(name, adapter, SynthesisWorker(ctx.zmq, adapter, faults, lips))
+            self.engines[name] = Engine(name, adapter, SynthesisWorker(ctx.zmq, adapter, faults, lips), warmup_ms=warmup_ms)
         self.job: Job | None = None
         self.last_adapter = ""
         self.config_swap = False  # the active engine was changed by config: its next audio is a "config" swap
@@ -195,7 +198,7 @@ class EnginePool:
         return self.tts["fallback"] if self.tts["fallback"] in self.engines else ""
 
     def describe(self, voice: VoiceSchema) -> dict:
-        return {n: {**e.adapter.describe(), "healthy": e.healthy, "projection": e.adapter.project(voice)}
+        return {n: {**e.adapter.describe(), "healthy": e.healthy, "warmup_ms": e.warmup_ms, "projection": e.adapter.project(voice)}
                 for n, e in self.engines.items()}
 
     def wake_sockets(self) -> list[zmq.Socket]:

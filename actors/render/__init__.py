@@ -111,6 +111,7 @@ class FaceDriver:
             self.levels.append({aid: ParametricWarpRenderer(face, *size, self.device, self.dtype, max_side=reduced)
                                 for aid, face in self.persona.faces.items()})
         self.level = 0
+        self.warmed_batches: list[int] = []  # batch sizes already run once (warmup)
         self.clamp = BehaviorPolicyClamp(self.persona.pack.behavior_policy)
         self.refresh_policy = AnchorRefreshPolicy(float(config["persona"]["drift_reset"]))
         self.dissolve_frames = int(config["persona"]["dissolve_frames"])
@@ -136,6 +137,7 @@ class FaceDriver:
             for renderer in renderers.values():
                 for b in batch_sizes:
                     renderer.render(np.zeros((b, N_PARAMS), np.float32))
+        self.warmed_batches = sorted(set(self.warmed_batches) | set(batch_sizes))
 
     # -- render resolution ------------------------------------------------------------------------
     def render_size(self, level: int | None = None) -> list[int]:
