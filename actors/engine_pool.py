@@ -25,7 +25,7 @@ import zmq
 
 from protocol import TextChunk
 
-from .adapters import Synthesis, TTSAdapter, make_adapter
+from .adapters import Synthesis, SynthesisCancelled, TTSAdapter, make_adapter
 from .adapters.fault import FaultInjector
 from .lips import LipTiming
 from persona.voice import VoiceSchema
@@ -62,6 +62,7 @@ class SynthesisWorker:
     def submit(self, chunk: TextChunk, voice: VoiceSchema) -> None:
         self.busy = True
         self.cancelled.clear()
+        self.adapter.new_call()
         self.jobs.put_nowait((chunk, voice))
 
     def collect(self) -> list[tuple[TextChunk, Synthesis | Exception]]:
@@ -163,6 +164,7 @@ class Job:
     deadline: float
     tried: list[str] = field(default_factory=list)
     why: str = ""  # why it is not on the active engine: stall, error (the active one's failure)
+    rewound: bool = False  # a crash rewind came while it ran: the chunk is sent again, and takes this audio
 
 
 class EnginePool:
@@ -237,7 +239,8 @@ class EnginePool:
         budget_ms = max(float(self.tts["min_deadline_ms"]), float(self.tts["stall_factor"]) * engine.expected_ms(len(chunk.text)))
         now = time.monotonic()
         engine.worker.submit(chunk, voice)
-        self.job = Job(chunk, name, now, now + budget_ms / 1000, tried + [name], why)
+        rewound = self.job is not None and self.job.chunk is chunk and self.job.rewound  # a retry or fallback of it
+        self.job = Job(chunk, name, now, now + budget_ms / 1000, tried + [name], why, rewound)
 
     def check_deadline(self, voice: VoiceSchema) -> None:
         """A late head chunk goes to the fallback; with none, we wait for the engine."""
@@ -270,9 +273,10 @@ class EnginePool:
             engine.answered()
             return None
         if job is None or job.chunk is not chunk:
-            # A stalled engine answering after its fallback served the chunk: it is back.
+            # A stalled engine answering after its fallback served the chunk: it is back. (Or
+            # the answer to a synthesis a rewind cancelled: that is no failure of the engine.)
             was = engine.healthy
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and not isinstance(result, SynthesisCancelled):
                 engine.failed(time.monotonic())
             else:
                 engine.answered()

@@ -65,6 +65,11 @@ class SampleBuffer:
         n = len(head)
         self._data[self.size - n:self.size] = overlap_add(self._data[self.size - n:self.size], head, fade_out, fade_in)
 
+    def take_last(self, n: int) -> np.ndarray:
+        out = self._data[self.size - n:self.size].copy()
+        self.size -= n
+        return out
+
     def take(self, n: int) -> np.ndarray:
         out = self._data[:n].copy()
         self._data[: self.size - n] = self._data[n:self.size]
@@ -345,14 +350,26 @@ class Stitcher:
         if self.in_utterance:
             self.gaps += 1
             data = {"gaps": self.gaps}
-            if self.buffer.size > 0:  # the TTS fell behind mid-utterance: play out the held tail now
-                self.contiguous = False
-                data = {"held_samples": self.buffer.size, **data}
+            # The TTS fell behind mid-utterance: play what is buffered now, all but the overlap
+            # tail, which waits behind the pause for the late chunk to be crossfaded into as it
+            # would have been on time (a pause changes when the words come, never the words).
+            tail = min(self.overlap, self.buffer.size) if self.contiguous else 0
+            if self.buffer.size > tail:
+                data = {"held_samples": self.buffer.size - tail, **data}
             self.ctx.emit("stitch", "gap", utterance_id=self.utterance_id, frame=self.next_frame, data=data)
-            if self.buffer.size > 0:
-                self.emit_span(1, "speech")
+            if self.buffer.size > tail:
+                self.emit_before_tail(tail)
                 return
-        self.emit_span(1, "fill")
+        self.emit_span(1, "fill")  # (the tail, if any, stays buffered: it moves on with the clock)
+
+    def emit_before_tail(self, tail: int) -> None:
+        """One speech frame of what is buffered ahead of the last ``tail`` samples, padded with
+        silence; the tail is buffered again after it."""
+        kept = self.buffer.take_last(tail)
+        if len(kept):
+            self.buffer.pad_to(frame_samples(self.next_frame, self.sr, self.fps, 1))
+        self.emit_span(1, "speech")
+        self.buffer.append(kept)
 
     def emit_span(self, n_frames: int, kind: str, final: bool = False) -> None:
         first = self.next_frame

@@ -14,7 +14,7 @@ Nothing on this path touches the disk.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,10 @@ MIN_PIECE_MS = 120
 HINT_INTERVAL_S = 0.2
 #: Synthesised chunks held in memory at once.
 MAX_OUTGOING = 2
+#: Audio kept after it left, so a crash rewind below sends it again instead of synthesising
+#: it again (seconds; more than the stitcher, driver and player hold together).
+RECENT_AUDIO_S = 60
+RECENT_CHUNKS = 64
 
 
 @dataclass
@@ -49,6 +53,38 @@ class Outgoing:
     adapter: str
     sent: int = 0
     piece: int = 0
+
+
+class RecentSyntheses:
+    """The chunks this epoch synthesised, newest last, bounded by audio length and count. A
+    crash below the TTS rewinds the stream to a chunk that already left; its audio is here, so
+    it is sent again at once and sample for sample (no second synthesis, which on a busy
+    machine costs seconds and may not repeat an engine without a seed)."""
+
+    def __init__(self, max_samples: int, max_chunks: int = RECENT_CHUNKS):
+        self.max_samples, self.max_chunks = max_samples, max_chunks
+        self.kept: OrderedDict[tuple[int, int], tuple[TextChunk, Synthesis, str, dict]] = OrderedDict()
+        self.samples = 0
+
+    def keep(self, chunk: TextChunk, synthesis: Synthesis, adapter: str, report: dict) -> None:
+        key = (chunk.epoch, chunk.sequence_id)
+        if key in self.kept:
+            self.samples -= len(self.kept.pop(key)[1].pcm)
+        self.kept[key] = (chunk, synthesis, adapter, report)
+        self.samples += len(synthesis.pcm)
+        while self.kept and (self.samples > self.max_samples or len(self.kept) > self.max_chunks):
+            self.samples -= len(self.kept.popitem(last=False)[1][1].pcm)
+
+    def find(self, chunk: TextChunk) -> tuple[Synthesis, str, dict] | None:
+        """The audio made for this very chunk (same epoch, sequence and words), if still kept."""
+        kept = self.kept.get((chunk.epoch, chunk.sequence_id))
+        if kept is None or kept[0].text != chunk.text or kept[0].utterance_id != chunk.utterance_id:
+            return None
+        return kept[1], kept[2], kept[3]
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.samples = 0
 
 
 class ParserGrants:
@@ -127,6 +163,7 @@ class Tts:
         self.accepted_through = -1  # highest chunk taken this epoch: a repeat from a new parser is dropped
         self.paused = False  # a recovery below is under way: send no audio until it rewinds
         self.global_rate = int(self.config["media"]["sample_rate"])
+        self.recent = RecentSyntheses(RECENT_AUDIO_S * self.global_rate)
 
     def describe(self) -> dict:
         return {
@@ -180,20 +217,23 @@ class Tts:
     def on_epoch(self, epoch: int, cause: str, _issued_at_ns: int = 0) -> None:
         if self.ctx.adopt_epoch(epoch, cause):
             self.drop_all()
+            self.recent.clear()  # a barge-in: nothing of the old epoch is spoken again
             self.accepted_through = -1
             self.stitcher_credit.enter_epoch(epoch)
             self.grants.send(self.window_chunks, force=True)
 
-    def drop_all(self) -> None:
+    def drop_all(self, keep_synthesis: bool = False) -> None:
         self.pending.clear()
         self.outgoing.clear()
         self.grants.owed, self.utterance = 0, None
-        self.pool.cancel()
+        if not keep_synthesis:
+            self.pool.cancel()
         self.controller.start_over()
 
     # -- crash recovery (actors.recovery) ------------------------------------------------------
     def held_chunks(self) -> int:
-        return len(self.pending) + len(self.outgoing) + (self.pool.job is not None)
+        job = self.pool.job
+        return len(self.pending) + len(self.outgoing) + (job is not None and not job.rewound)
 
     def on_peer_down(self, recovery: Recovery) -> None:
         if recovery.actor == "stitcher":
@@ -209,7 +249,13 @@ class Tts:
         """Drop everything; the parser sends again from the chunk the recovery names."""
         if NAME not in recovery.scope:
             return
-        self.drop_all()
+        # The chunk being synthesised has not left yet, so the parser sends it again: let the
+        # synthesis finish for it (cancelling would throw away the work the listener waits for).
+        job = self.pool.job
+        keep = job is not None and job.chunk.epoch == self.ctx.epoch
+        if keep:
+            job.rewound = True
+        self.drop_all(keep_synthesis=keep)
         self.accepted_through = recovery.resume_chunk - 1 if recovery.resume_chunk >= 0 else -1
         if "stitcher" in recovery.scope:
             self.stitcher_credit.await_reset_after(recovery.recovery_id)  # it starts over too, and grants anew
@@ -268,38 +314,56 @@ class Tts:
             return
         job, synthesis = settled
         self.controller.observe(synthesis.render_ms, synthesis.duration_ms, chunk.window_tokens)
-        self.report_synthesis(engine.name, job, synthesis)
+        report = self.report_synthesis(engine.name, job, synthesis)
         if len(synthesis.pcm):  # swaps are about audio: an empty end-of-turn chunk changes nothing
             swap = self.pool.swap(engine.name, job)
             if swap:
                 self.ctx.emit("swap", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id,
                               data={"from": swap[0], "to": engine.name, "reason": swap[1]})
+        self.recent.keep(chunk, synthesis, engine.name, report)
+        if not job.rewound:  # else the chunk sent again after the rewind takes it (send_again)
+            self.send_later(chunk, synthesis, engine.name)
+
+    def send_later(self, chunk: TextChunk, synthesis: Synthesis, adapter: str) -> None:
+        """Queue a chunk's audio for sending, from the sample a rewind resumes at (0 otherwise)."""
         skip = min(len(synthesis.pcm), chunk.resume_sample * synthesis.sample_rate // self.global_rate)
-        self.outgoing.append(Outgoing(chunk, synthesis, engine.name, sent=skip))
+        self.outgoing.append(Outgoing(chunk, synthesis, adapter, sent=skip))
 
     # -- synthesis and sending ------------------------------------------------------------------
     def start_next(self) -> None:
-        if self.pool.job is not None or not self.pending or len(self.outgoing) >= MAX_OUTGOING:
+        if not self.pending or len(self.outgoing) >= MAX_OUTGOING:
             return
         chunk = self.pending[0]
         if chunk.utterance_id != self.utterance:
             self.utterance = chunk.utterance_id
             self.controller.start_over()
             self.first_waiting = True
-        if self.pool.start(chunk, self.voice, urgent=self.first_waiting):
+        if self.send_again(chunk) or (self.pool.job is None and self.pool.start(chunk, self.voice, urgent=self.first_waiting)):
             self.pending.popleft()
             self.first_waiting = False
 
-    def report_synthesis(self, name: str, job: Job, result: Synthesis) -> None:
+    def send_again(self, chunk: TextChunk) -> bool:
+        """A chunk a crash rewind asks for again: its kept audio, if any, goes out as it was."""
+        kept = self.recent.find(chunk)
+        if kept is None:
+            return False
+        synthesis, adapter, report = kept
+        self.ctx.emit("synth", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=adapter,
+                      data={**report, "reused": True, "resume_sample": chunk.resume_sample})
+        self.send_later(chunk, synthesis, adapter)
+        return True
+
+    def report_synthesis(self, name: str, job: Job, result: Synthesis) -> dict:
         chunk = job.chunk
+        data = {"chars": len(chunk.text), "audio_ms": round(result.duration_ms, 1), "adapter": name,
+                "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
+                "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes), "lips": result.timing,
+                "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried,
+                "voice": self.config["voice"]["persona"], "determinism": result.determinism,
+                "seed": result.seed, "sample_rate": result.sample_rate, "samples": int(len(result.pcm))}
         self.ctx.emit("synth", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, duration_ms=result.render_ms,
-                      surface=name,
-                      data={"chars": len(chunk.text), "audio_ms": round(result.duration_ms, 1), "adapter": name,
-                            "rtf": round(result.render_ms / result.duration_ms, 4) if result.duration_ms else 0.0,
-                            "window_tokens": chunk.window_tokens, "phonemes": len(result.phonemes), "lips": result.timing,
-                            "deadline_ms": round((job.deadline - job.started) * 1000, 1), "tried": job.tried,
-                            "voice": self.config["voice"]["persona"], "determinism": result.determinism,
-                            "seed": result.seed, "sample_rate": result.sample_rate, "samples": int(len(result.pcm))})
+                      surface=name, data=data)
+        return data
 
     def send_pieces(self) -> None:
         while self.outgoing and not self.paused:

@@ -301,6 +301,7 @@ class SpeechService:
         loop = asyncio.get_running_loop()
         timeout = SENTENCE_TIMEOUT_S if engine.loaded else LOAD_TIMEOUT_S
         deadline = loop.time() + timeout
+        engine.adapter.new_call()  # the engine is idle here: an earlier request's cancel is over
         engine.job = job = loop.run_in_executor(self.executor, engine.speak, text, voice)
         while not job.done():
             if request.transport is None or request.transport.is_closing():

@@ -2,7 +2,7 @@
 
 from protocol.names import ADAPTER_NAMES as ADAPTERS
 
-from .base import Synthesis, TTSAdapter, word_anchors
+from .base import Synthesis, SynthesisCancelled, TTSAdapter, word_anchors
 
 
 def make_adapter(name: str, config: dict) -> TTSAdapter:
@@ -26,4 +26,4 @@ def make_adapter(name: str, config: dict) -> TTSAdapter:
     raise ValueError(f"unknown TTS adapter {name!r} (known: {', '.join(ADAPTERS)})")
 
 
-__all__ = ["ADAPTERS", "Synthesis", "TTSAdapter", "make_adapter", "word_anchors"]
+__all__ = ["ADAPTERS", "Synthesis", "SynthesisCancelled", "TTSAdapter", "make_adapter", "word_anchors"]

@@ -71,8 +71,17 @@ class TTSAdapter(ABC):
         """Run once before READY so the first real request pays no first-call cost."""
         self.synthesize("Hello there. This is a warm up.", voice)
 
+    def new_call(self) -> None:
+        """Before each synthesize, from the thread that may cancel it (never while one runs): a
+        cancel from before this call does not apply to it, and one from now on always does,
+        however early it comes (before the engine started, between two sentences)."""
+
     def cancel(self) -> None:
         """Best-effort abort of a synthesis running in another thread."""
+
+
+class SynthesisCancelled(Exception):
+    """A synthesis ended early because cancel() asked it to."""
 
 
 def split_multichar(phonemes: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

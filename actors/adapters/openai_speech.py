@@ -243,7 +243,6 @@ class OpenAISpeechAdapter(TTSAdapter):
             return Synthesis(np.zeros(0, np.int16), self.sample_rate or 24000, determinism="server_side", timing="none")
         if len(text) > MAX_INPUT_CHARS:
             raise OpenAISpeechError(f"{len(text)} characters: the API takes at most {MAX_INPUT_CHARS}")
-        self._cancelled.clear()
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 pcm, rate = self._attempt(text, voice)
@@ -258,6 +257,9 @@ class OpenAISpeechAdapter(TTSAdapter):
         self.sample_rate = rate
         return Synthesis(pcm=pcm, sample_rate=rate, word_anchors=spread_word_anchors(text, pcm, rate),
                          render_ms=(time.perf_counter() - started) * 1000, determinism="server_side", timing="none")
+
+    def new_call(self) -> None:
+        self._cancelled.clear()
 
     def cancel(self) -> None:
         """Close the connection under a running request: its blocked read ends now."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Synthesis, TTSAdapter, word_anchors
+from .base import Synthesis, SynthesisCancelled, TTSAdapter, word_anchors
 from persona.voice import VoiceSchema
 
 
@@ -67,34 +67,52 @@ class _CancellableSession:
         self._ort = onnxruntime
         self._lock = threading.Lock()
         self._options = onnxruntime.RunOptions()
+        self._cancelled = False
         self.noise_inputs = noise_inputs
         self.channels = channels
         self.seed = 0
         self.calls = 0
 
+    def new_call(self) -> None:
+        with self._lock:
+            self._cancelled = False
+
     def run(self, output_names, inputs, run_options=None):
         with self._lock:
+            if self._cancelled:  # cancelled before this sentence's run began
+                raise SynthesisCancelled("cancelled")
             self._options = self._ort.RunOptions()
             options = self._options
-        if self.noise_inputs:
-            ids = int(inputs["input_lengths"][0])
-            rng = np.random.default_rng([self.seed, self.calls])
-            self.calls += 1
-            scale = 1
-            while True:  # the first values are the same whatever the length: retrying is safe
-                noise = {name: rng_copy(rng).standard_normal(ids * self.channels * self.FRAMES_PER_ID * scale,
-                                                             dtype=np.float32)
-                         for name in self.noise_inputs}
-                try:
-                    return self._session.run(output_names, {**inputs, **noise}, run_options=options)
-                except self._ort.capi.onnxruntime_pybind11_state.Fail:  # too short for this utterance
-                    if scale >= 16:
-                        raise
-                    scale *= 4
-        return self._session.run(output_names, inputs, run_options=options)
+        if not self.noise_inputs:
+            return self._attempt(output_names, inputs, options)
+        ids = int(inputs["input_lengths"][0])
+        rng = np.random.default_rng([self.seed, self.calls])
+        self.calls += 1
+        scale = 1
+        while True:  # the first values are the same whatever the length: retrying is safe
+            noise = {name: rng_copy(rng).standard_normal(ids * self.channels * self.FRAMES_PER_ID * scale,
+                                                         dtype=np.float32)
+                     for name in self.noise_inputs}
+            try:
+                return self._attempt(output_names, {**inputs, **noise}, options)
+            except self._ort.capi.onnxruntime_pybind11_state.Fail:  # too short for this utterance
+                if scale >= 16:
+                    raise
+                scale *= 4
+
+    def _attempt(self, output_names, inputs, options):
+        try:
+            return self._session.run(output_names, inputs, run_options=options)
+        except self._ort.capi.onnxruntime_pybind11_state.Fail as exc:
+            # A terminated run fails like a too-short noise input does: tell them apart here, or
+            # the retry draws 4x and 16x larger noise (about a second of CPU) after a cancel.
+            if options.terminate:
+                raise SynthesisCancelled("cancelled") from exc
+            raise
 
     def terminate(self) -> None:
         with self._lock:
+            self._cancelled = True
             self._options.terminate = True
 
     def __getattr__(self, name):
@@ -301,6 +319,10 @@ class PiperAdapter(TTSAdapter):
             determinism="seeded_noise" if voice.variability > 0 else "zero_noise",
             seed=seed,
         )
+
+    def new_call(self) -> None:
+        if self.session is not None:
+            self.session.new_call()
 
     def cancel(self) -> None:
         if self.session is not None:
