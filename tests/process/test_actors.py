@@ -62,6 +62,46 @@ def test_stitcher_joins_chunks_without_gaps_or_clicks_and_pins_frames_to_samples
     assert starts[0] == frame_start_sample(first, SR, FPS) and starts[1] == starts[0] + len(a) - overlap
 
 
+def test_a_late_chunk_mid_utterance_leaves_a_pause_but_joins_as_it_would_on_time(tmp_path):
+    """The first chunk runs out with the second still synthesising: gap frames (silence) go
+    out, then the second chunk is crossfaded into the first one's held overlap tail exactly
+    as without the wait -- the speech without its pauses is the same, sample for sample (the
+    crash-recovery checks compare runs that way)."""
+    a, b = tone(0.5), tone(0.4, freq=330.0)
+
+    def said(late: bool) -> tuple[np.ndarray, int]:
+        config = write_private_config(tmp_path / f"late{late}.toml")
+        with ActorHarness("stitcher", config) as h:
+            # A shallow player (depth 0): the stitcher must fill a late chunk's wait with gaps.
+            h.send(Credit(link="stitcher->driver", epoch=0, amount=500, unit="frames", depth=0, playing=True))
+            h.send(audio_chunk(0, a))
+            deadline = time.monotonic() + 10
+            while late and len(h.events_of("stitch", "gap")) < 3 and time.monotonic() < deadline:
+                # The player plays everything at once: the reported depth stays 0.
+                h.send(Credit(link="stitcher->driver", epoch=0, amount=0, unit="frames", depth=0, playing=True))
+                h.pump(0.02)
+            h.send(audio_chunk(1, b))
+            h.send(audio_chunk(2, np.zeros(0, np.int16), final=True))
+            assert h.pump_until(lambda: any(s.final for s in spans(h)), 10)
+            pcm = np.concatenate([np.frombuffer(s.pcm, np.int16) for s in spans(h) if s.kind == "speech"])
+            return spoken_pcm_of(pcm), len(h.events_of("stitch", "gap"))
+
+    on_time, gaps_on_time = said(late=False)
+    waited, gaps = said(late=True)
+    assert gaps_on_time == 0 and gaps >= 3
+    # (The utterance's last frame is padded with silence, shorter or longer by where it ends.)
+    on_time, waited = np.trim_zeros(on_time, "b"), np.trim_zeros(waited, "b")
+    assert len(on_time) == len(np.trim_zeros(np.concatenate([a, b]), "b")) - int(SR * 0.010)  # one crossfade
+    assert np.array_equal(waited, on_time)
+
+
+def spoken_pcm_of(pcm: np.ndarray) -> np.ndarray:
+    from clients.analysis import spoken_pcm
+
+    return spoken_pcm([AVPacket(epoch=0, frame_index=0, sample_rate=SR, fps=FPS, width=1, height=1, kind="speech",
+                                utterance_id=0, sequence_id=0, pixels=b"\0\0\0", pcm=pcm.tobytes())])
+
+
 def test_stitcher_never_sends_more_frames_than_granted(stitcher):
     stitcher.send(Credit(link="stitcher->driver", epoch=0, amount=3, unit="frames", depth=100, playing=True))
     stitcher.send(audio_chunk(0, tone(1.0)))
