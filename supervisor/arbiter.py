@@ -668,6 +668,16 @@ def check_persona(config: dict) -> str:
     return ""
 
 
+def check_builtin_persona(config: dict) -> str:
+    """check_persona for the built-in astronaut, whatever ``persona.id`` says: a registry
+    without it gets it built now, at start (~3 s of CPU once per registry), because a later
+    switch to it (``persona.id = ""``) must be answered within ANSWER_WITHIN_S, which a build
+    on a busy machine is not."""
+    if not str(config["persona"]["id"]).strip():
+        return ""  # the configured persona is the built-in: check_persona has built it
+    return check_persona({**config, "persona": {**config["persona"], "id": ""}})
+
+
 def _kill_tree(proc: subprocess.Popen | None, _grace: float) -> None:
     """SIGKILL a process and all its descendants (no orphans)."""
     if proc is None or proc.poll() is not None:

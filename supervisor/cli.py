@@ -44,14 +44,14 @@ def up(config_path, overrides, record, persona_ref) -> None:
 
     from actors.runtime import setup_logging
 
-    from .arbiter import Arbiter, StartupError, check_persona, check_voice
+    from .arbiter import Arbiter, StartupError, check_builtin_persona, check_persona, check_voice
 
     config = resolve_config(config_path, overrides)
     if record:
         config["player"]["record"] = record
     if persona_ref is not None:
         config["persona"]["id"] = persona_ref
-    problem = check_voice(config) or check_persona(config)
+    problem = check_voice(config) or check_persona(config) or check_builtin_persona(config)
     if problem:  # before any actor starts: a clear error, not an actor in a crash loop
         raise click.ClickException(problem)
     setup_logging("super")

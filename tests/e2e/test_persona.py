@@ -102,8 +102,9 @@ def test_a_persona_change_applies_at_the_next_utterance(built, tmp_path):
         first = session.say_and_wait("This is the first voice and face.")
         start = len(session.timeline.events)
         assert session.control.call("config_set", changes={"persona.id": ""})["ok"]  # the built-in astronaut
-        # Loading (here: building the built-in persona first) happens beside the render loop;
-        # the change then waits for the next utterance.
+        # (`up` built the built-in persona into this registry at start: the switch is answered
+        # at once, however busy the machine.) Loading happens beside the render loop; the
+        # change then waits for the next utterance.
         assert session.timeline.wait_for(lambda e: e["stage"] == "persona_loaded", 120, start)
         second = session.say_and_wait("And this is the second one, after the change.")
         events = list(session.timeline.events)
