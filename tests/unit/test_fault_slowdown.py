@@ -25,6 +25,9 @@ class ToneEngine:
         pcm = (np.sin(np.arange(self.sample_rate) * 2 * np.pi * 220 / self.sample_rate) * 8000).astype(np.int16)
         return Synthesis(pcm, self.sample_rate, render_ms=(time.perf_counter() - started) * 1000, timing="none")
 
+    def new_call(self):
+        pass
+
     def cancel(self):
         pass
 
