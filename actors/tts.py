@@ -338,7 +338,11 @@ class Tts:
             self.utterance = chunk.utterance_id
             self.controller.start_over()
             self.first_waiting = True
-        if self.send_again(chunk) or (self.pool.job is None and self.pool.start(chunk, self.voice, urgent=self.first_waiting)):
+        # Kept audio goes out at once unless an earlier chunk is still being synthesised (it
+        # would overtake it); a rewound synthesis is for this chunk or a later one.
+        job = self.pool.job
+        if (job is None or job.rewound) and self.send_again(chunk) \
+                or job is None and self.pool.start(chunk, self.voice, urgent=self.first_waiting):
             self.pending.popleft()
             self.first_waiting = False
 
@@ -348,8 +352,8 @@ class Tts:
         if kept is None:
             return False
         synthesis, adapter, report = kept
-        self.ctx.emit("synth", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=adapter,
-                      data={**report, "reused": True, "resume_sample": chunk.resume_sample})
+        self.ctx.emit("synth", "reused", utterance_id=chunk.utterance_id, chunk_id=chunk.sequence_id, surface=adapter,
+                      data={**report, "resume_sample": chunk.resume_sample})
         self.send_later(chunk, synthesis, adapter)
         return True
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .envelope import Message, register
 
-RESULTS = ("ok", "error", "drop", "warn", "gap", "underflow", "late")
+RESULTS = ("ok", "error", "drop", "warn", "gap", "underflow", "late", "reused")
 
 
 @register

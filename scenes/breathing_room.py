@@ -56,9 +56,9 @@ def run(scene: Scene) -> None:
         speech = [e["ts_ns"] for e in mine if e["actor"] == "player" and e["stage"] == "present"
                   and e["data"].get("kind") == "speech"]
         first_synth = min((e for e in mine if e["actor"] == "tts" and e["stage"] == "synth" and e["result"] == "ok"
-                           and e["data"].get("audio_ms", 0) > 0), key=lambda e: e["chunk_id"])
+                           and e["data"].get("audio_ms", 0) > 0), key=lambda e: e["chunk_id"], default=None)
         latencies.append(round((speech[0] - first_token) / 1e6, 1))
-        engine_ms.append(round(first_synth["duration_ms"], 1))
+        engine_ms.append(round(first_synth["duration_ms"], 1) if first_synth else 0.0)  # (none: all of it is ours)
         if previous_end is not None:
             silences.append(round((speech[0] - previous_end) / 1e6 - THINK_S * 1000, 1))
         previous_end = speech[-1]

@@ -51,9 +51,12 @@ def up(config_path, overrides, record, persona_ref) -> None:
         config["player"]["record"] = record
     if persona_ref is not None:
         config["persona"]["id"] = persona_ref
-    problem = check_voice(config) or check_persona(config) or check_builtin_persona(config)
+    problem = check_voice(config) or check_persona(config)
     if problem:  # before any actor starts: a clear error, not an actor in a crash loop
         raise click.ClickException(problem)
+    builtin = check_builtin_persona(config)
+    if builtin:  # the configured persona is fine: start, and say what a later switch will meet
+        click.echo(f"warning: {builtin}; a switch to the built-in persona will be refused", err=True)
     setup_logging("super")
     logging.getLogger("personas.supervisor").info(
         "starting parser, tts, stitcher, driver, player; ingress %s, timeline %s, control %s",

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .base import Synthesis, TTSAdapter, split_multichar
+from .base import Synthesis, SynthesisCancelled, TTSAdapter, split_multichar
 from persona.voice import VoiceSchema
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -114,6 +114,7 @@ class EspeakAdapter(TTSAdapter):
 
     def __init__(self, config: dict):
         self.engine: EspeakEngine | None = None
+        self._cancelled = False
 
     def load(self) -> None:
         self.engine = EspeakEngine.get()
@@ -146,6 +147,8 @@ class EspeakAdapter(TTSAdapter):
         if not text.strip():
             return Synthesis(np.zeros(0, np.int16), self.sample_rate)
         knobs = self.project(voice)
+        if self._cancelled:  # the engine's own abort flag is reset when a synthesis starts
+            raise SynthesisCancelled("cancelled")
         pcm, words, events = self.engine.synthesize(text, knobs["voice"], knobs["rate_wpm"], knobs["pitch"], knobs["range"])
         phonemes = []
         for i, (name, start) in enumerate(events):
@@ -156,6 +159,10 @@ class EspeakAdapter(TTSAdapter):
                          word_anchors=words, render_ms=(time.perf_counter() - started) * 1000,
                          determinism="not_repeatable")
 
+    def new_call(self) -> None:
+        self._cancelled = False
+
     def cancel(self) -> None:
+        self._cancelled = True
         if self.engine is not None:
             self.engine.abort()

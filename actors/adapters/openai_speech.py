@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .base import Synthesis, TTSAdapter, voiced_span
+from .base import Synthesis, SynthesisCancelled, TTSAdapter, voiced_span
 from persona.voice import VoiceSchema
 
 #: Bytes asked of the socket per read (a read returns what has arrived, up to this).
@@ -251,7 +251,7 @@ class OpenAISpeechAdapter(TTSAdapter):
                 if attempt == BUSY_RETRIES:
                     raise
                 if self._cancelled.wait(busy.retry_after_s):
-                    raise OpenAISpeechError("cancelled") from None
+                    raise SynthesisCancelled("cancelled") from None
         if not len(pcm):
             raise OpenAISpeechError(f"the server sent no audio for {len(text)} characters")
         self.sample_rate = rate
@@ -290,6 +290,8 @@ class OpenAISpeechAdapter(TTSAdapter):
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         with self._lock:
             self._current = conn
+        if self._cancelled.is_set():  # cancelled before there was a connection to shut down
+            raise SynthesisCancelled("cancelled")
         return conn
 
     def _request(self, conn: http.client.HTTPConnection, text: str, voice: VoiceSchema) -> tuple[np.ndarray, int]:
@@ -302,6 +304,8 @@ class OpenAISpeechAdapter(TTSAdapter):
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
             conn.request("POST", self.path, body=body, headers=headers)
+            if self._cancelled.is_set():  # cancelled while connecting (no socket to shut down yet)
+                raise SynthesisCancelled("cancelled")
             response = conn.getresponse()
             if response.status != 200:
                 said = error_excerpt(response.read(MAX_ERROR_BODY))
@@ -319,7 +323,7 @@ class OpenAISpeechAdapter(TTSAdapter):
             return self._read_audio(response, len(text))
         except (OSError, http.client.HTTPException) as exc:
             if self._cancelled.is_set():
-                raise OpenAISpeechError("cancelled") from None
+                raise SynthesisCancelled("cancelled") from None
             raise OpenAISpeechError(f"{self.where}: {type(exc).__name__}: {exc or 'no answer'}") from None
 
     @property
@@ -334,7 +338,7 @@ class OpenAISpeechAdapter(TTSAdapter):
         while True:
             piece = response.read1(READ_SIZE)  # what has arrived; each wait bounded by timeout_s
             if self._cancelled.is_set():
-                raise OpenAISpeechError("cancelled")
+                raise SynthesisCancelled("cancelled")
             if not piece:
                 break
             pcm += wav.feed(piece) if wav else piece

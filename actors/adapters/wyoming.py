@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .base import Synthesis, TTSAdapter, split_multichar, voiced_span
+from .base import Synthesis, SynthesisCancelled, TTSAdapter, split_multichar, voiced_span
 from .espeak import EspeakEngine
 from persona.voice import VoiceSchema
 
@@ -92,6 +92,7 @@ class WyomingAdapter(TTSAdapter):
         self.server_info: dict = {}
         self._current: WyomingConnection | None = None
         self._lock = threading.Lock()
+        self._cancelled = False
 
     def load(self) -> None:
         EspeakEngine.get()  # the shadow alignment's engine: loaded now, not on the first chunk
@@ -129,7 +130,10 @@ class WyomingAdapter(TTSAdapter):
         conn = WyomingConnection(self.uri, self.timeout_s)
         with self._lock:
             self._current = conn
+            cancelled = self._cancelled  # before or while connecting: nothing to close then
         try:
+            if cancelled:
+                raise SynthesisCancelled("cancelled")
             request = {"text": text}
             if self.project(voice)["voice"]:
                 request["voice"] = self.project(voice)["voice"]
@@ -163,8 +167,13 @@ class WyomingAdapter(TTSAdapter):
                          render_ms=(time.perf_counter() - started) * 1000, determinism="server_side",
                          timing="shadow")
 
+    def new_call(self) -> None:
+        with self._lock:
+            self._cancelled = False
+
     def cancel(self) -> None:
         with self._lock:
+            self._cancelled = True
             if self._current is not None:
                 self._current.close()
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from actors.adapters import make_adapter
+from actors.adapters import SynthesisCancelled, make_adapter
 from actors.adapters.openai_speech import OpenAISpeechError, WavStream, speech_url
 from actors.testing import RecordingContext
 from actors.tts import Tts
@@ -238,7 +238,7 @@ def test_a_silent_server_times_out_and_cancel_ends_a_request_at_once():
         timer = threading.Timer(0.3, adapter.cancel)
         timer.start()
         started = time.monotonic()
-        with pytest.raises(OpenAISpeechError, match="cancelled"):
+        with pytest.raises(SynthesisCancelled):
             adapter.synthesize("Hello.", load_voice("joe"))
         assert time.monotonic() - started < 2.0
         timer.join()
@@ -292,3 +292,16 @@ def test_the_tts_actor_names_lips_from_the_audio_and_falls_back_when_the_server_
     assert "HTTP 500" in error["data"]["detail"] and "the model crashed" in error["data"]["detail"]
     assert [e["data"]["reason"] for e in ctx.events_of("swap")] == ["error"]
     assert server.requests[0]["json"]["voice"] == "joe"  # voice "" = the voice schema's name
+
+
+def test_a_cancel_before_the_request_is_sent_still_applies():
+    """The worker had not connected yet when the barge-in came: nothing to shut down, so the
+    flag must stop the request (else the whole sentence is synthesised and the engine stays busy)."""
+    with ScriptedServer(lambda handler, _: server.chunked(handler, [syllables(0.5).tobytes()])) as server:
+        adapter = adapter_for(server.url)
+        adapter.new_call()
+        adapter.cancel()
+        with pytest.raises(SynthesisCancelled):
+            adapter.synthesize("Hello.", load_voice("joe"))
+        adapter.new_call()  # the next call is not affected
+        assert len(adapter.synthesize("Hello.", load_voice("joe")).pcm) > 0
