@@ -66,6 +66,7 @@ class Parser:
         self.origin: dict[int, tuple[int, int]] = {}  # sequence_id -> (turn, first token's arrival), outbox chunks
         self.turns = TurnGate()
         self.interrupted_turn = -1  # set by a control barge-in's turn, read when its epoch comes
+        self.turn_at_epoch = -1  # the latest turn when the current epoch was adopted
         self.utterance_id = 0
         self.barge_requested_at: float | None = None
         self.owned = OwnedText(ctx, self.journal_state)
@@ -279,16 +280,37 @@ class Parser:
     def on_recovered(self, _recovery: Recovery) -> None:
         self.paused = False
 
-    def on_turn_over(self, turn: int) -> None:
+    def on_turn_over(self, turn: int, adopted: bool = False) -> None:
         """A barge-in from the control endpoint (before its epoch): that turn (-1: the latest) is
         over. An epoch that interrupts no turn (a restart, our own ingress barge-in, whose turn
         is already over) names NO_TURN."""
-        if turn != NO_TURN and self.barge_requested_at is None:
+        if turn == NO_TURN or self.barge_requested_at is not None:
+            return
+        if not adopted:
             self.interrupted_turn = self.turns.interrupt(turn)
+            return
+        # The epoch came first, with the TTS's credit, and what was queued was judged by arrival;
+        # now the turn is known: it is over, and what of it is still queued or parsing goes.
+        over = self.turns.interrupt(self.turn_at_epoch if turn == LATEST_TURN else turn)
+        stale = [c.sequence_id for c in self.outbox if self.origin.get(c.sequence_id, (-1, 0))[0] <= over]
+        if stale:
+            kept = [c for c in self.outbox if c.sequence_id not in stale]
+            self.outbox.clear()
+            self.outbox.extend(kept)
+            for sequence_id in stale:
+                self.origin.pop(sequence_id, None)
+        parsing = self.turns.latest <= over and self.stream.buffered_chars > 0
+        if parsing:
+            self.stream.reset()
+        if (stale or parsing) and not self.outbox:
+            self.utterance_id += 1
+        if stale or parsing:
+            self.ctx.emit("retag", data={"dropped": stale, "turn_over": over, "late": True})
 
     def on_epoch(self, epoch: int, cause: str, issued_at_ns: int = 0) -> None:
         if not self.ctx.adopt_epoch(epoch, cause):
             return
+        self.turn_at_epoch = self.turns.latest  # what "the latest turn" means for its barge-in
         self.owned.on_epoch(epoch)
         self.tts_credit.enter_epoch(epoch)
         if self.barge_requested_at is None:

@@ -142,6 +142,7 @@ class ActorContext(ABC):
         self.endpoints = config["endpoints"]
         self.log = logging.getLogger(f"personas.{name}")
         self.epoch = epoch  # a restarted actor joins the current epoch
+        self.turn_over_epoch = epoch  # the last barge-in whose turn the actor was told (on_turn_over)
         self.config_version = config_version
         self.running = True
         self.info: dict = {"actor": name, "state": "starting"}
@@ -242,8 +243,11 @@ class ActorContext(ABC):
 
     def on_system(self, actor: Any, msg: Message) -> None:
         if isinstance(msg, BargeIn):
-            if msg.epoch > self.epoch and hasattr(actor, "on_turn_over"):
-                actor.on_turn_over(msg.turn)
+            if msg.epoch > self.turn_over_epoch and hasattr(actor, "on_turn_over"):
+                # Once per barge-in (it is re-broadcast until acknowledged); "adopted": credit or
+                # data of the new epoch overtook the broadcast, and the epoch is ours already.
+                self.turn_over_epoch = msg.epoch
+                actor.on_turn_over(msg.turn, adopted=msg.epoch <= self.epoch)
             actor.on_epoch(msg.epoch, msg.reason, msg.issued_at_ns)
         elif isinstance(msg, ConfigUpdate):
             if msg.version > self.config_version:

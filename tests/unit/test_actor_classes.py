@@ -281,6 +281,32 @@ def test_parser_drops_tokens_of_an_interrupted_turn_still_in_flight_and_keeps_th
         assert [c.text.strip() for c in ctx.of_type("tts", TextChunk) if c.epoch == 2 and c.text.strip()] == ["Six overtook the broadcast."]
 
 
+def test_a_turn_named_by_a_control_barge_in_is_over_even_when_the_new_epoch_came_first(config):
+    """The TTS's credit of the new epoch can reach the parser before the barge-in broadcast
+    (both leave at once; the parser adopts the epoch from the credit). The broadcast that
+    follows still ends the turn it names: what of it is queued, parsing or still arriving is
+    dropped (before, turn 1 kept being parsed and spoken, and its sender stayed blocked)."""
+    with context("parser", config) as ctx:
+        parser = Parser(ctx)
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=0, amount=1, unit="chunks"))
+        parser.on_ingress(turn_message("token", 1, "Spoken first."))
+        parser.step()
+        ctx.deliver(parser, Credit(link="parser->tts", epoch=1, amount=4, unit="chunks"))  # overtook
+        parser.on_ingress(turn_message("token", 1, " Queued words of turn one."))
+        parser.on_ingress(turn_message("token", 1, " And half a sentence"))
+        barge = BargeIn(epoch=1, reason="control", issued_at_ns=time.monotonic_ns(), turn=1)
+        ctx.on_system(parser, barge)
+        ctx.on_system(parser, barge)  # re-broadcast until acknowledged: applied once
+        parser.on_ingress(turn_message("token", 1, " still arriving."))
+        parser.on_ingress(turn_message("end", 1))
+        parser.on_ingress(turn_message("token", 2, "Turn two is spoken."))
+        parser.on_ingress(turn_message("end", 2))
+        parser.step()
+        spoken = [c.text.strip() for c in ctx.of_type("tts", TextChunk) if c.epoch == 1 and c.text.strip()]
+        assert spoken == ["Turn two is spoken."]
+        assert ctx.events_of("retag")[-1]["data"]["late"] is True
+
+
 def test_parser_refuses_a_bad_turn_and_ignores_a_stale_barge_in(config):
     with context("parser", config) as ctx:
         parser = Parser(ctx)
