@@ -38,6 +38,10 @@ IDLE_WAIT_S = 1.0
 #: After an engine fails a chunk it is tried again this much later, doubling while it keeps failing.
 ERROR_RETRY_S = 0.5
 ERROR_RETRY_MAX_S = 10.0
+#: How long the next chunk waits for the active engine to finish a cancelled synthesis (Piper:
+#: a few ms, more on a busy machine) before the fallback speaks it instead: a barge-in must not
+#: change the voice.
+CANCEL_GRACE_S = 0.5
 _worker_ids = itertools.count()
 
 
@@ -54,6 +58,7 @@ class SynthesisWorker:
         self._signal = zctx.socket(zmq.PAIR)
         self._signal.connect(address)
         self.cancelled = threading.Event()
+        self.cancelled_at = 0.0
         self.busy = False
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"synth-{adapter.name}", daemon=True)
@@ -84,7 +89,12 @@ class SynthesisWorker:
     def cancel(self) -> None:
         if self.busy:
             self.cancelled.set()
+            self.cancelled_at = time.monotonic()
             self.adapter.cancel()
+
+    def finishing_cancel(self, now: float) -> bool:
+        """Busy only with a synthesis cancelled less than CANCEL_GRACE_S ago."""
+        return self.busy and self.cancelled.is_set() and now - self.cancelled_at < CANCEL_GRACE_S
 
     def _loop(self) -> None:
         while not self._closing.is_set():
@@ -223,6 +233,8 @@ class EnginePool:
         turn's first chunk); an engine that can (Piper, voice.burst) spreads it over idle cores."""
         first = self.engines[self.active]
         name, why = self.active, ""
+        if first.worker.finishing_cancel(time.monotonic()):
+            return False  # it is ending the synthesis a barge-in cancelled: wait for it, same voice
         if not first.usable(time.monotonic()):
             backup = self.fallback
             if backup and backup != self.active and not self.engines[backup].worker.busy:

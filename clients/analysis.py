@@ -106,24 +106,20 @@ def credit_audit(events: list[dict]) -> dict[tuple[str, int], dict]:
     return dict(ledgers)
 
 
-def spoken_pcm(packets: list, min_silence: int = 40) -> np.ndarray:
+def spoken_pcm(packets: list) -> np.ndarray:
     """What was said, without the pauses: the PCM of ``packets`` (speech frames, by frame
-    index, each index once) with every run of at least ``min_silence`` zero samples removed.
-    Two presentations of the same speech give the same array whatever gaps a crash or a slow
-    engine put between their words; a word lost or said twice changes it."""
+    index, each index once) with every zero sample removed. Two presentations of the same
+    speech give the same array whatever silence a crash or a slow engine put between (or next
+    to) their words; a word lost or said twice changes it, and so does speech zeroed out.
+    (Dropping only long zero runs was not enough: a chunk's last few zero samples merged with
+    an inserted pause in one run and not in the other.)"""
     seen, parts = set(), []
     for packet in sorted(packets, key=lambda p: p.frame_index):
         if packet.frame_index not in seen:
             seen.add(packet.frame_index)
             parts.append(np.frombuffer(packet.pcm, np.int16))
     pcm = np.concatenate(parts) if parts else np.zeros(0, np.int16)
-    silent = np.concatenate([[False], pcm == 0, [False]])
-    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
-    keep = np.ones(len(pcm), bool)
-    for start, stop in zip(edges[::2], edges[1::2]):
-        if stop - start >= min_silence:
-            keep[start:stop] = False
-    return pcm[keep]
+    return pcm[pcm != 0]
 
 
 class MouthMeter:

@@ -52,11 +52,19 @@ class EpochAudio:
     def __init__(self, overlap: int):
         self.fade_in, self.fade_out = crossfade_ramps(overlap)
         self.samples = np.zeros(0, np.int16)
+        self.end = 0  # where the last placed chunk ends
 
     def place(self, start: int, pcm: np.ndarray, overlap: int) -> None:
         end = start + len(pcm)  # the chunk starts at `start`; its first `overlap` samples mix into the tail
         if end > len(self.samples):
             self.samples = np.concatenate([self.samples, np.zeros(end - len(self.samples), np.int16)])
+        if overlap and start > self.end - overlap:
+            # The chunk came late: the stitcher kept the previous one's overlap tail behind the
+            # pause (gap frames) and mixed this one into it there, so the tail moves here too.
+            tail = self.samples[self.end - overlap:self.end].copy()
+            self.samples[self.end - overlap:self.end] = 0
+            self.samples[start:start + overlap] = tail
+        self.end = max(self.end, end)
         if overlap:
             self.samples[start:start + overlap] = overlap_add(self.samples[start:start + overlap], pcm[:overlap],
                                                               self.fade_out, self.fade_in)

@@ -89,9 +89,8 @@ def test_a_late_chunk_mid_utterance_leaves_a_pause_but_joins_as_it_would_on_time
     on_time, gaps_on_time = said(late=False)
     waited, gaps = said(late=True)
     assert gaps_on_time == 0 and gaps >= 3
-    # (The utterance's last frame is padded with silence, shorter or longer by where it ends.)
-    on_time, waited = np.trim_zeros(on_time, "b"), np.trim_zeros(waited, "b")
-    assert len(on_time) == len(np.trim_zeros(np.concatenate([a, b]), "b")) - int(SR * 0.010)  # one crossfade
+    joined_away = np.count_nonzero(np.concatenate([a, b])) - len(on_time)
+    assert abs(joined_away - int(SR * 0.010)) <= 10  # one 10 ms crossfade (a mixed sample may be 0)
     assert np.array_equal(waited, on_time)
 
 
