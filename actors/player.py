@@ -283,13 +283,14 @@ class Player:
         if self.recorder is not None and not self.recorder.write(air.tick, air.pixels, air.pcm):
             self.ctx.error("present", "recorder_behind", f"recorder queue full; frame {air.tick} not recorded")
         if air.packet is not None:
+            # The position goes first, at once: a player killed after its consumers had the frame
+            # but before the driver had the position made its replacement show the frame again.
+            # ZMQ's one I/O thread writes the small grant before the frame it queued after it.
+            self.ctx.grant("driver", 0, depth=len(self.buffer), playing=True, position=self.sealed_frame)
             try:
                 send(self.av_out, dataclasses.replace(air.packet, pixels=air.pixels, pcm=air.pcm), flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            # The position at once, not with the next frame's credit: a player killed in between
-            # (40 ms, longer on a busy machine) made its replacement show this frame again.
-            self.ctx.grant("driver", 0, depth=len(self.buffer), playing=True, position=self.sealed_frame)
         self.report(air)
 
     def tell_heard(self, packet: AVPacket) -> None:

@@ -10,6 +10,12 @@ from .envelope import Message, decode, encode
 from .limits import SOCKET_MAX_BYTES
 
 
+#: A subscriber retries a lost publisher this often (ZMQ's default is 100 ms): a restarted
+#: player presents ~0.1 s after it binds av_out, and what it publishes before a consumer is
+#: back is lost to that consumer.
+SUBSCRIBER_RECONNECT_MS = 10
+
+
 def make_socket(
     context: zmq.Context,
     kind: int,
@@ -32,6 +38,8 @@ def make_socket(
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    if kind == zmq.SUB:
+        sock.setsockopt(zmq.RECONNECT_IVL, SUBSCRIBER_RECONNECT_MS)
     return sock
 
 
